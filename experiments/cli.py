@@ -1,0 +1,65 @@
+"""What every entry point shares: import path, one-line errors, group-choice checks."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = Path(__file__).resolve().parent / "conf"
+if str(ROOT) not in sys.path:  # `python experiments/run.py` works from a checkout without install
+    sys.path.insert(0, str(ROOT))
+
+from nasbench.errors import UserError, unknown_choice  # noqa: E402
+
+GROUP_KINDS = {"method": "method", "space": "space", "estimator": "estimator", "data": "data set", "scale": "scale"}
+
+
+def group_options(group: str) -> list[str]:
+    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+
+
+def _sweep_values(value: str) -> list[str]:
+    """The plain values of an override ("a" or the multirun list "a,b"); others are left to Hydra."""
+    if any(c in value for c in "()[]{}$*"):
+        return []
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+def check_group_choices(argv: Sequence[str], groups: Sequence[str] = tuple(GROUP_KINDS)) -> None:
+    """Fail in one line on an unknown config-group option, before Hydra prints its own page."""
+    for arg in argv:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        key = key.lstrip("+~")
+        if key in groups:
+            allowed = group_options(key)
+            for v in _sweep_values(value):
+                if v not in allowed:
+                    raise unknown_choice(GROUP_KINDS[key], v, allowed)
+
+
+def fail(message: str, status: int = 2) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(status)
+
+
+@contextmanager
+def user_errors() -> Iterator[None]:
+    """Turn a :class:`UserError` into ``error: <message>`` on stderr and exit status 2."""
+    try:
+        yield
+    except UserError as err:
+        fail(str(err))
+    except KeyboardInterrupt:
+        fail("interrupted", status=130)
+
+
+def entry(main: Callable[[], None], groups: Sequence[str] = tuple(GROUP_KINDS)) -> None:
+    """Run a Hydra ``main`` after checking the command line's group choices."""
+    with user_errors():
+        check_group_choices(sys.argv[1:], groups)
+    main()

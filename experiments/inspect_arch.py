@@ -1,0 +1,60 @@
+"""Params and FLOPs (multiply-accumulates) of one architecture's stand-alone child.
+
+    python experiments/inspect_arch.py space=shufflenet scale=paper 'arch=[0,0,3,0,3,2,0,0,3,3,2,3,3,3,2,0,0,3,3,0]'
+
+Prints one line per decision, then, as its last line, one JSON object with at least ``params``
+and ``flops``. FLOPs are counted by torch.utils.flop_counter (conv and linear layers) and
+reported as multiply-accumulates, the unit of the NAS papers.
+"""
+
+from __future__ import annotations
+
+import json
+
+import hydra
+import torch
+from omegaconf import DictConfig, OmegaConf
+
+import cli
+from nasbench.data import input_spec
+from nasbench.errors import UserError
+from nasbench.flops import count_macs, count_params
+from run import build_space
+
+
+def inspect(cfg: DictConfig) -> dict:
+    if cfg.arch is None:
+        raise UserError("give the architecture: arch=[i,j,...] (one op index per decision) or arch=\"<string>\"")
+    spec = input_spec(cfg.data)
+    space = build_space(cfg, spec)
+    value = cfg.arch if isinstance(cfg.arch, str) else OmegaConf.to_container(cfg.arch)
+    arch = space.parse_arch(value)
+    child = space.build_child(arch).eval()
+    example = torch.zeros(1, *spec.shape)
+    table = space.candidate_macs() if hasattr(space, "layer_shapes") else None
+    for i, (decision, op) in enumerate(zip(space.decisions, space.describe(arch))):
+        cost = f"  {table[i, arch[i]] / 1e6:8.2f} MMACs" if table is not None else ""
+        print(f"{decision.name:>10}: {op}{cost}")
+    result = {
+        "space": space.name,
+        "scale": cfg.scale.name,
+        "arch": space.encode(arch),
+        "input_shape": list(spec.shape),
+        "resolution": getattr(space, "resolution", spec.size),
+        "num_classes": spec.num_classes,
+        "params": count_params(child),
+        "flops": count_macs(child, example),
+        "flops_unit": "multiply-accumulates",
+    }
+    print(json.dumps(result))
+    return result
+
+
+@hydra.main(version_base=None, config_path="conf", config_name="inspect_arch")
+def main(cfg: DictConfig) -> None:
+    with cli.user_errors():
+        inspect(cfg)
+
+
+if __name__ == "__main__":
+    cli.entry(main, groups=("space", "data", "scale"))

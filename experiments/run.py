@@ -1,0 +1,86 @@
+"""Run one method on one space: search, then finetune (one-stage) or retrain (two-stage).
+
+    python experiments/run.py method=dsnas space=shufflenet
+    python experiments/run.py method=dsnas estimator=uniform scale=tiny seed=1
+    python experiments/run.py -m method=dsnas seed=0,1          # a sweep, one folder per job
+
+The run folder (Hydra's, ``hydra.run.dir=...`` to choose) receives the run record of
+design.md: .hydra/, metrics.jsonl, summary.json, child.pt2 and child_state.pt.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+
+import hydra
+import torch
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, OmegaConf
+
+import cli  # noqa: F401  (sets the import path)
+from methods.base import METHODS
+from methods.estimators.base import build_estimator
+from nasbench.budget import BudgetMeter
+from nasbench.context import RunContext
+from nasbench.data import load_data
+from nasbench.device import configure, resolve_device
+from nasbench.errors import UserError
+from nasbench.finish import finish_run
+from nasbench.records import RunRecord
+from nasbench.spaces import SPACES
+from nasbench.train import Trainer
+
+log = logging.getLogger("run")
+
+
+def build_space(cfg: DictConfig, spec):  # noqa: ANN001, ANN201 - used by inspect_arch too
+    presets = cfg.space.get("presets") or {}
+    if cfg.scale.name not in presets:
+        raise UserError(f"space {cfg.space.name!r} has no preset for scale={cfg.scale.name}; it has: {', '.join(presets)}")
+    return SPACES.get(cfg.space.name)(OmegaConf.to_container(presets[cfg.scale.name], resolve=True), spec)
+
+
+def run(cfg: DictConfig) -> dict:
+    started = time.perf_counter()
+    record = RunRecord(HydraConfig.get().runtime.output_dir)
+    record.guard(bool(cfg.overwrite))
+    method_cls = METHODS.get(cfg.method.name)
+    estimator = build_estimator(cfg.estimator)
+    device = resolve_device(cfg.device)
+    configure(device)
+    torch.manual_seed(int(cfg.seed))
+    data = load_data(cfg.data)
+    space = build_space(cfg, data.spec)
+    train_cfg = OmegaConf.to_container(cfg.scale.train, resolve=True)
+    if int(train_cfg["batch_size"]) < 1:
+        raise UserError(f"batch_size={train_cfg['batch_size']}: must be at least 1")
+    meter = BudgetMeter(device)
+    trainer = Trainer(train_cfg, data, device, meter, record.metrics_path, seed=int(cfg.seed), progress=bool(cfg.progress))
+    ctx = RunContext(
+        space=space, data=data, device=device, meter=meter, trainer=trainer, record=record, seed=int(cfg.seed),
+        train_cfg=train_cfg, method_cfg=OmegaConf.to_container(cfg.method, resolve=True), estimator=estimator,
+        channels_last=bool(cfg.channels_last),
+    )
+    log.info("%s + %s estimator on %s (%s scale), %s, device %s -> %s", cfg.method.name, cfg.estimator.name,
+             space.name, cfg.scale.name, data.name, meter.device_name(), record.dir)
+    result = method_cls(ctx).run()
+    identity = {
+        "method": cfg.method.name, "estimator": cfg.estimator.name, "space": space.name, "data": data.name,
+        "scale": cfg.scale.name, "seed": int(cfg.seed), "one_stage": method_cls.one_stage,
+    }
+    summary = finish_run(ctx, result.arch, result.search_acc, result.child, identity, result.extra, started)
+    log.info("arch %s | search_acc %.4f | final_acc %.4f | %.2f MMACs | %.3f device-hours | %.0f s -> %s",
+             summary["arch"], summary["search_acc"], summary["final_acc"], summary["flops"] / 1e6,
+             summary["total_device_hours"], summary["wall_s"], record.summary_path)
+    return summary
+
+
+@hydra.main(version_base=None, config_path="conf", config_name="config")
+def main(cfg: DictConfig) -> None:
+    with cli.user_errors():
+        run(cfg)
+
+
+if __name__ == "__main__":
+    cli.entry(main)

@@ -1,0 +1,138 @@
+"""DSNAS: direct NAS without parameter retraining (Hu et al., CVPR 2020).
+
+Phases, following the paper (Sec. 3-5) and the official code (SNAS-Series/DSNAS):
+1. ``warmup`` (optional, ``alpha_warmup_epochs``): the supernet trains with paths sampled from
+   the initial, near-uniform p; alpha is frozen (MMRazor's ``pretrain_epochs``).
+2. ``search``: every step samples one path, runs one forward and one backward, and updates the
+   weights and alpha from that same batch and that same backward (the estimator turns each
+   layer's credit into alpha's gradient). At every epoch start, progressive early fix freezes a
+   layer whose top probability beats the second by at least h = 0.3, at its argmax.
+   Optional FLOPs penalty: eta * sum_i p_i(s_i) FLOPs_i(s_i) in MFLOPs, added when the sampled
+   path's choice blocks exceed a threshold (official: eta = 1e-6 above 290 MFLOPs).
+3. fork (search-from-search): the argmax child keeps its supernet weights, its accuracy there is
+   ``search_acc`` (after BatchNorm recalibration), then its BatchNorm running statistics are
+   reset. Official: epoch 80 of 240.
+4. ``finetune``: the child trains alone, a fresh SGD with a cosine from the fork's lr to zero
+   (official: 160 epochs). Nothing is retrained from scratch: this child is deployed.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from methods.base import METHODS, Method, MethodResult
+from nasbench.arch_params import ArchParameters
+from nasbench.evaluate import reset_bn_stats
+from nasbench.supernet import Selection
+from nasbench.train import StepOutput, WarmupCosine, weight_optimizer
+
+
+def early_fix(arch: ArchParameters, threshold: float) -> list[int]:
+    """Fix every free decision whose top-1 probability beats its top-2 by >= ``threshold``.
+
+    The fixed op is the argmax (not candidate 0, a bug of one public port). Returns the newly
+    fixed decisions.
+    """
+    probs = arch.probs().detach()
+    top = probs.topk(2, dim=-1)
+    newly = []
+    for i in range(probs.shape[0]):
+        if i not in arch.fixed and float(top.values[i, 0] - top.values[i, 1]) >= threshold:
+            arch.fix(i, int(top.indices[i, 0]))
+            newly.append(i)
+    return newly
+
+
+def flops_penalty_grad(arch: ArchParameters, sample: Tensor, mflops: Tensor, coef: float, threshold: float) -> Tensor | None:
+    """Gradient of coef * sum_i p_i(s_i) F_i(s_i) when the sampled blocks' MFLOPs >= threshold."""
+    rows = torch.arange(len(sample))
+    cost = mflops[rows, sample]
+    if float(cost.sum()) < threshold:
+        return None
+    alpha = arch.alpha.detach().clone().requires_grad_()
+    probs = torch.softmax(alpha.masked_fill(~arch.mask, float("-inf")), dim=-1)
+    penalty = coef * (probs[rows, sample] * cost.to(probs.dtype)).sum()
+    (grad,) = torch.autograd.grad(penalty, alpha)
+    return grad
+
+
+@METHODS.register("dsnas")
+class DSNAS(Method):
+    name = "dsnas"
+    one_stage = True
+
+    def run(self) -> MethodResult:
+        ctx, cfg, trainer = self.ctx, self.cfg, self.ctx.trainer
+        search_epochs = self.epochs("search_epochs", minimum=1)
+        finetune_epochs = self.epochs("finetune_epochs")
+        warmup_epochs = min(int(cfg.get("alpha_warmup_epochs", 0)), search_epochs - 1)
+
+        supernet = ctx.place(ctx.space.build_supernet())
+        init = cfg["alpha_init"]
+        arch = ArchParameters(ctx.space.candidate_mask(), init["mean"], init["std"], ctx.generator("alpha-init"))
+        opt = cfg["alpha_optimizer"]
+        alpha_opt = torch.optim.Adam([arch.alpha], lr=opt["lr"], betas=tuple(opt["betas"]), weight_decay=opt["weight_decay"])
+        weight_opt = weight_optimizer(supernet, ctx.train_cfg)
+        steps = trainer.steps_per_epoch()
+        schedule = WarmupCosine(
+            weight_opt, float(ctx.train_cfg["lr"]), (search_epochs + finetune_epochs) * steps,
+            warmup_steps=round(float(ctx.train_cfg.get("warmup_epochs", 0)) * steps),
+        )
+        sampler = ctx.generator("arch-sample")
+        penalty = cfg.get("flops_penalty") or {}
+        mflops = ctx.space.candidate_macs() / 1e6 if float(penalty.get("coef", 0.0)) > 0 else None
+        estimator = ctx.estimator
+
+        def search_step(update_alpha: bool):
+            def step(x: Tensor, y: Tensor) -> StepOutput:
+                selection: Selection = estimator.sample(arch, sampler, ctx.device)
+                logits = supernet(x, selection)
+                loss = trainer.loss(logits, y)
+                weight_opt.zero_grad(set_to_none=True)
+                loss.backward()  # the only backward: weights and every layer's credit
+                weight_opt.step()
+                if update_alpha and estimator.learns_alpha:
+                    grad = estimator.alpha_grad(arch, selection)
+                    if mflops is not None:
+                        extra = flops_penalty_grad(arch, selection.info["sample"], mflops,
+                                                   float(penalty["coef"]), float(penalty["threshold_mflops"]))
+                        grad = grad if extra is None else grad + extra
+                    arch.alpha.grad = grad
+                    alpha_opt.step()
+                    arch.restore_fixed()
+                return StepOutput(loss.detach(), (logits.argmax(1) == y).sum(), y.shape[0])
+
+            return step
+
+        def alpha_info() -> dict[str, Any]:
+            return {"alpha_entropy": arch.entropy(), "fixed_layers": len(arch.fixed), "argmax": list(arch.derive())}
+
+        def on_search_epoch(epoch: int) -> dict[str, Any]:
+            newly = early_fix(arch, float(cfg["early_fix_threshold"])) if estimator.learns_alpha else []
+            return {"newly_fixed": newly, **estimator.on_epoch_start(epoch, search_epochs)}
+
+        if warmup_epochs:
+            trainer.run_phase("warmup", warmup_epochs, search_step(False), supernet, schedule, epoch_info=alpha_info)
+        trainer.run_phase("search", search_epochs - warmup_epochs, search_step(True), supernet, schedule,
+                          on_epoch_start=on_search_epoch, epoch_info=alpha_info)
+
+        final = arch.derive()
+        child = ctx.place(ctx.space.build_child(final, supernet))
+        del supernet, weight_opt
+        search_acc = ctx.search_accuracy(child)
+        if finetune_epochs:  # with no finetune the recalibrated statistics are the deployed ones
+            reset_bn_stats(child)
+            child_opt = weight_optimizer(child, ctx.train_cfg)
+            fork_lr = schedule.lr()
+            trainer.run_phase("finetune", finetune_epochs, self.child_step(child, child_opt), child,
+                              WarmupCosine(child_opt, fork_lr, finetune_epochs * steps))
+        return MethodResult(
+            arch=final, search_acc=search_acc, child=child,
+            extra={
+                "fixed_layers": {str(i): k for i, k in sorted(arch.fixed.items())},
+                "alpha_probs": arch.probs().detach().tolist(),
+            },
+        )

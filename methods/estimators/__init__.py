@@ -1,0 +1,1 @@
+"""Gradient estimators: which ops run per step and how alpha gets its signal (methods.md)."""

@@ -1,0 +1,130 @@
+"""The budget meter: what every phase of a run cost (design.md, "Core abstractions").
+
+Per phase: wall seconds, device type and count, device-hours (wall x devices / 3600), peak
+memory, images, steps and epochs. Peak memory is measured, never estimated: on CUDA the caching
+allocator's peak of allocated bytes since the phase began; on the CPU the process's peak
+resident set size (VmHWM) in the phase, reset at the phase start through /proc/self/clear_refs.
+The CPU figure includes the interpreter and libraries, so compare CPU phases by difference.
+"""
+
+from __future__ import annotations
+
+import resource
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+
+
+def _read_vm_hwm() -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+def _reset_vm_hwm() -> bool:
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def current_rss_bytes() -> int | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+    except OSError:
+        return None
+    return None
+
+
+class PeakMemory:
+    """Peak memory over a span of code, on the device the run trains on."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = device
+        self.kind = "cuda_max_allocated" if device.type == "cuda" else "cpu_peak_rss"
+
+    def start(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            torch.cuda.reset_peak_memory_stats(self.device)
+        elif not _reset_vm_hwm():
+            self.kind = "cpu_peak_rss_since_start"  # cannot reset: the process's lifetime peak
+
+    def peak(self) -> int:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            return int(torch.cuda.max_memory_allocated(self.device))
+        hwm = _read_vm_hwm()
+        return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+@dataclass
+class PhaseRecord:
+    name: str
+    device: str
+    num_devices: int
+    counted: bool = True
+    wall_s: float = 0.0
+    device_hours: float = 0.0
+    peak_mem_bytes: int = 0
+    peak_mem_kind: str = ""
+    epochs: int = 0
+    steps: int = 0
+    images: int = 0
+
+    def add_batch(self, images: int) -> None:
+        self.steps += 1
+        self.images += images
+
+
+@dataclass
+class BudgetMeter:
+    """Collects one :class:`PhaseRecord` per phase of a run."""
+
+    device: torch.device
+    num_devices: int = 1
+    phases: list[PhaseRecord] = field(default_factory=list)
+
+    def device_name(self) -> str:
+        if self.device.type == "cuda":
+            return f"cuda:{torch.cuda.get_device_name(self.device)}"
+        return "cpu"
+
+    @contextmanager
+    def phase(self, name: str, counted: bool = True) -> Iterator[PhaseRecord]:
+        """Measure a phase. ``counted=False`` marks measurement overhead (evaluation) that the
+        run reports but leaves out of ``total_device_hours``."""
+        record = PhaseRecord(name, self.device_name(), self.num_devices, counted)
+        memory = PeakMemory(self.device)
+        memory.start()
+        start = time.perf_counter()
+        try:
+            yield record
+        finally:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            record.wall_s = time.perf_counter() - start
+            record.device_hours = record.wall_s * self.num_devices / 3600.0
+            record.peak_mem_bytes = memory.peak()
+            record.peak_mem_kind = memory.kind
+            self.phases.append(record)
+
+    def total_device_hours(self) -> float:
+        return sum(p.device_hours for p in self.phases if p.counted)
+
+    def peak_mem_bytes(self) -> int:
+        return max((p.peak_mem_bytes for p in self.phases if p.counted), default=0)
+
+    def as_dicts(self) -> list[dict]:
+        return [asdict(p) for p in self.phases]

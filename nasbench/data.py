@@ -1,0 +1,336 @@
+"""Data sets and loaders: Fashion-MNIST (default), CIFAR-10/100, ImageFolder (ImageNet).
+
+Loaders yield float images in [0, 1] at the data set's native size and channels; networks
+normalise and resize themselves (:mod:`nasbench.preprocess`). Small data sets live in memory as
+uint8 tensors and are batched and augmented with tensor ops (random crop with padding and
+horizontal flip), so that loading never bounds a CPU step. ImageFolder data go through a
+``DataLoader`` with workers and torchvision transforms.
+
+Fashion-MNIST is looked for in this order (design.md, "Data"): an explicit ``data.root``; the
+IDX files of Debian's ``dataset-fashion-mnist`` under /usr/share/datasets/fashion-mnist;
+torchvision's download, where the machine has the internet.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from nasbench.errors import UserError, unknown_choice
+from nasbench.spaces.base import InputSpec
+
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+FASHION_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+
+
+@dataclass
+class TensorImages:
+    """An in-memory image set: uint8 images (N, C, H, W) and int64 labels (N,)."""
+
+    images: Tensor
+    labels: Tensor
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+    def subset(self, n: int | None) -> TensorImages:
+        """The first ``n`` images (in the data set's own order), or all when ``n`` is None."""
+        if n is None or n >= len(self):
+            return self
+        return TensorImages(self.images[:n], self.labels[:n])
+
+    def to(self, device: torch.device) -> TensorImages:
+        return TensorImages(self.images.to(device), self.labels.to(device))
+
+
+@dataclass
+class DataBundle:
+    name: str
+    spec: InputSpec
+    train: Any
+    test: Any
+    augment: Mapping[str, Any]
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("NASBENCH_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "nasbench"
+    )
+    return Path(base)
+
+
+def _stage_idx_files(source: Path, target_root: Path) -> bool:
+    """Copy (decompressing .gz) Fashion-MNIST IDX files into torchvision's layout. Atomic per file."""
+    import gzip
+    import shutil
+
+    raw = target_root / "FashionMNIST" / "raw"
+    found = {}
+    for name in FASHION_FILES:
+        for candidate in (source / name, source / f"{name}.gz"):
+            if candidate.is_file():
+                found[name] = candidate
+                break
+    if len(found) != len(FASHION_FILES):
+        return False
+    raw.mkdir(parents=True, exist_ok=True)
+    for name, src in found.items():
+        dst = raw / name
+        if dst.is_file() and dst.stat().st_size > 0:
+            continue
+        tmp = raw / f".{name}.{os.getpid()}.tmp"
+        opener = gzip.open if src.suffix == ".gz" else open
+        with opener(src, "rb") as fin, open(tmp, "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+        os.replace(tmp, dst)
+    return True
+
+
+def _fashion_mnist_root(cfg: Mapping[str, Any]) -> tuple[Path, bool]:
+    """(torchvision root, download?) following the look-up order of the module docstring."""
+    root = cfg.get("root")
+    if root:
+        root = Path(os.path.expanduser(str(root)))
+        if (root / "FashionMNIST" / "raw").is_dir():
+            return root, False
+        if root.is_dir() and _stage_idx_files(root, cache_dir()):
+            return cache_dir(), False
+        raise UserError(
+            f"data.root={root} holds no Fashion-MNIST: expected the four IDX files ({FASHION_FILES[0]}[.gz], ...)"
+            " or torchvision's FashionMNIST/raw folder"
+        )
+    if _stage_idx_files(DEBIAN_FASHION_MNIST, cache_dir()):
+        return cache_dir(), False
+    if (cache_dir() / "FashionMNIST" / "raw").is_dir():
+        return cache_dir(), False
+    if not cfg.get("download", False):
+        raise UserError(
+            "Fashion-MNIST not found: install Debian's dataset-fashion-mnist, pass data.root=..., or data.download=true"
+        )
+    return cache_dir(), True
+
+
+def _load_fashion_mnist(cfg: Mapping[str, Any]) -> tuple[TensorImages, TensorImages]:
+    from torchvision.datasets import FashionMNIST
+
+    root, download = _fashion_mnist_root(cfg)
+    try:
+        sets = [FashionMNIST(str(root), train=t, download=download) for t in (True, False)]
+    except RuntimeError as err:  # torchvision: "Dataset not found" or a failed download
+        raise UserError(f"cannot load Fashion-MNIST from {root}: {err}") from None
+    return tuple(TensorImages(s.data.unsqueeze(1).contiguous(), s.targets.long()) for s in sets)
+
+
+def _load_cifar(cfg: Mapping[str, Any], classes: int) -> tuple[TensorImages, TensorImages]:
+    from torchvision.datasets import CIFAR10, CIFAR100
+
+    base = CIFAR10 if classes == 10 else CIFAR100
+
+    class _Cifar(base):  # accept any copy in the real on-disk layout (subsets, fixtures)
+        def _check_integrity(self) -> bool:
+            folder = Path(self.root) / self.base_folder
+            return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
+
+    root = cfg.get("root")
+    if not root:
+        raise UserError(f"data={cfg['name']} needs data.root=<folder holding {base.base_folder}/>")
+    try:
+        sets = [_Cifar(os.path.expanduser(str(root)), train=t, download=bool(cfg.get("download"))) for t in (True, False)]
+    except (RuntimeError, OSError, ValueError, KeyError) as err:
+        raise UserError(f"cannot load {cfg['name']} from {root}: {err}") from None
+    return tuple(
+        TensorImages(torch.from_numpy(s.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(s.targets)) for s in sets
+    )
+
+
+def _load_image_folder(cfg: Mapping[str, Any]) -> tuple[Any, Any]:
+    from torchvision import datasets, transforms
+
+    root = cfg.get("root")
+    if not root or not (Path(root) / "train").is_dir() or not (Path(root) / cfg.get("test_split", "val")).is_dir():
+        raise UserError(f"data={cfg['name']} needs data.root=<folder with train/ and {cfg.get('test_split', 'val')}/>")
+    size = int(cfg["size"])
+    train_tf = transforms.Compose(
+        [transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(), transforms.ToTensor()]
+    )
+    test_tf = transforms.Compose(
+        [transforms.Resize(int(math.ceil(size * 256 / 224))), transforms.CenterCrop(size), transforms.ToTensor()]
+    )
+    train = datasets.ImageFolder(str(Path(root) / "train"), transform=train_tf)
+    test = datasets.ImageFolder(str(Path(root) / cfg.get("test_split", "val")), transform=test_tf)
+    if train.classes != test.classes:
+        raise UserError(f"{root}: train/ and {cfg.get('test_split', 'val')}/ have different class folders")
+    return train, test
+
+
+LOADERS = ("fashion_mnist", "cifar10", "cifar100", "image_folder")
+
+
+def load_data(cfg: Mapping[str, Any]) -> DataBundle:
+    """Load the data set a ``data`` config describes (see experiments/conf/data/)."""
+    kind = cfg.get("loader", cfg["name"])
+    if kind == "fashion_mnist":
+        train, test = _load_fashion_mnist(cfg)
+    elif kind in ("cifar10", "cifar100"):
+        train, test = _load_cifar(cfg, 10 if kind == "cifar10" else 100)
+    elif kind == "image_folder":
+        train, test = _load_image_folder(cfg)
+    else:
+        raise unknown_choice("data loader", kind, LOADERS)
+    num_classes = int(cfg["num_classes"]) if cfg.get("num_classes") else len(train.classes)
+    spec = InputSpec(
+        channels=int(cfg["channels"]),
+        size=int(cfg["size"]),
+        num_classes=num_classes,
+        mean=tuple(float(m) for m in cfg["mean"]),
+        std=tuple(float(s) for s in cfg["std"]),
+    )
+    return DataBundle(cfg["name"], spec, train, test, dict(cfg.get("augment") or {}))
+
+
+def input_spec(cfg: Mapping[str, Any]) -> InputSpec:
+    """The input spec from a data config alone, without loading data (for inspection)."""
+    return InputSpec(
+        channels=int(cfg["channels"]),
+        size=int(cfg["size"]),
+        num_classes=int(cfg["num_classes"]),
+        mean=tuple(float(m) for m in cfg["mean"]),
+        std=tuple(float(s) for s in cfg["std"]),
+    )
+
+
+class TensorLoader:
+    """Batches of an in-memory :class:`TensorImages`, shuffled by a seeded generator.
+
+    Augmentation runs on whole batches: random crops of a zero-padded copy (``crop_padding``
+    pixels each side) and horizontal flips (``hflip``), the usual CIFAR/MNIST recipe.
+    """
+
+    def __init__(
+        self,
+        data: TensorImages,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        augment: Mapping[str, Any] | None = None,
+        drop_last: bool = False,
+        seed: int = 0,
+        device: torch.device | None = None,
+    ) -> None:
+        self.data = data if device is None else data.to(device)
+        self.batch_size = batch_size
+        self.shuffle = shuffle
+        self.augment = dict(augment or {})
+        self.drop_last = drop_last
+        self.seed = seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        n = len(self.data)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Shuffle order and augmentation depend on (seed, epoch) only: reproducible and resumable."""
+        self.epoch = epoch
+
+    def _augment(self, x: Tensor, gen: torch.Generator) -> Tensor:
+        pad = int(self.augment.get("crop_padding", 0))
+        b, _, h, w = x.shape
+        if pad > 0:
+            padded = torch.nn.functional.pad(x, (pad, pad, pad, pad))
+            oy = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
+            ox = torch.randint(0, 2 * pad + 1, (b,), generator=gen).to(x.device)
+            rows = (oy[:, None] + torch.arange(h, device=x.device))[:, None, :, None]
+            cols = (ox[:, None] + torch.arange(w, device=x.device))[:, None, None, :]
+            bidx = torch.arange(b, device=x.device)[:, None, None, None]
+            cidx = torch.arange(x.shape[1], device=x.device)[None, :, None, None]
+            x = padded[bidx, cidx, rows, cols]
+        if self.augment.get("hflip", False):
+            flip = (torch.rand(b, generator=gen) < 0.5).to(x.device)
+            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        return x
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        n = len(self.data)
+        order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
+        order = order.to(self.data.labels.device)
+        for start in range(0, n, self.batch_size):
+            idx = order[start : start + self.batch_size]
+            if self.drop_last and len(idx) < self.batch_size:
+                break
+            x = self.data.images[idx].float().div_(255.0)
+            if self.augment:
+                x = self._augment(x, gen)
+            yield x, self.data.labels[idx]
+
+
+def make_loader(
+    data: Any,
+    batch_size: int,
+    *,
+    shuffle: bool,
+    augment: Mapping[str, Any] | None = None,
+    drop_last: bool = False,
+    seed: int = 0,
+    device: torch.device | None = None,
+    workers: int = 2,
+) -> Any:
+    """A loader for either an in-memory set or a torch Dataset (ImageFolder)."""
+    if isinstance(data, TensorImages):
+        return TensorLoader(data, batch_size, shuffle=shuffle, augment=augment, drop_last=drop_last, seed=seed, device=device)
+    return _DatasetLoader(data, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed, workers=workers)
+
+
+class _DatasetLoader:
+    """A torch DataLoader whose shuffle order depends on (seed, epoch), like TensorLoader."""
+
+    def __init__(self, dataset: Any, batch_size: int, *, shuffle: bool, drop_last: bool, seed: int, workers: int) -> None:
+        self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
+        self.drop_last, self.seed, self.workers, self.epoch = drop_last, seed, workers, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        n = len(self.dataset)
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
+        gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        loader = torch.utils.data.DataLoader(
+            self.dataset,
+            batch_size=self.batch_size,
+            shuffle=self.shuffle,
+            drop_last=self.drop_last,
+            generator=gen,
+            num_workers=self.workers,
+            persistent_workers=False,
+        )
+        yield from loader
+
+
+def subset(data: Any, n: int | None) -> Any:
+    """``n`` items of a data set, or all of it when ``n`` is None.
+
+    In-memory sets (stored in random order) keep their first ``n`` images, so a plain-torch
+    user can rebuild the same evaluation set; a class-sorted ImageFolder takes every k-th image.
+    """
+    if n is None or n >= len(data):
+        return data
+    if isinstance(data, TensorImages):
+        return data.subset(n)
+    step = len(data) / n
+    return torch.utils.data.Subset(data, [int(i * step) for i in range(n)])

@@ -1,0 +1,101 @@
+"""The run record (design.md, "The run record"): the folder a run writes, atomically.
+
+``metrics.jsonl`` (one line per epoch and phase, appended as training goes), ``summary.json``
+(written once the run is complete), ``child.pt2`` (the deployable child, torch.export) and
+``child_state.pt`` (its state dict and architecture). Every file is written to a temporary name
+in the same folder and renamed, so a reader never sees half a file.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from nasbench.errors import UserError
+
+SUMMARY_KEYS = (
+    "method", "estimator", "space", "data", "seed", "status", "arch", "search_acc", "final_acc", "params",
+    "flops", "phases", "total_device_hours", "peak_mem_bytes", "input_shape",
+)
+
+
+def atomic_write(path: Path, write: Callable[[str], None]) -> None:
+    """Call ``write(tmp_path)`` for a temporary file beside ``path``, then rename it to ``path``."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.tmp-", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    def write(tmp: str) -> None:
+        with open(tmp, "w") as f:
+            json.dump(obj, f, indent=2)
+            f.write("\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    atomic_write(path, write)
+
+
+class RunRecord:
+    """Writes the files of one run folder."""
+
+    def __init__(self, run_dir: Path | str) -> None:
+        self.dir = Path(run_dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.dir / "metrics.jsonl"
+
+    @property
+    def summary_path(self) -> Path:
+        return self.dir / "summary.json"
+
+    def is_complete(self) -> bool:
+        try:
+            return json.loads(self.summary_path.read_text()).get("status") == "complete"
+        except (OSError, ValueError, AttributeError):
+            return False
+
+    def guard(self, overwrite: bool) -> None:
+        """Refuse to write over a complete run unless the user said ``overwrite=true``."""
+        if self.is_complete() and not overwrite:
+            raise UserError(
+                f"{self.dir} already holds a complete run; choose another hydra.run.dir or pass overwrite=true"
+            )
+        if overwrite and self.metrics_path.exists():
+            self.metrics_path.unlink()
+
+    def write_summary(self, summary: Mapping[str, Any]) -> None:
+        missing = [k for k in SUMMARY_KEYS if k not in summary]
+        if missing:
+            raise ValueError(f"summary lacks {missing}")
+        atomic_write_json(self.summary_path, dict(summary))
+
+    def save_child(self, child: nn.Module, example: torch.Tensor, meta: Mapping[str, Any]) -> torch.export.ExportedProgram:
+        """Export ``child`` (eval mode, any batch size) to child.pt2; save its state to child_state.pt."""
+        child = child.eval()
+        batch = torch.export.Dim("batch", min=1, max=1 << 16)
+        program = torch.export.export(child, (example,), dynamic_shapes=({0: batch},))
+        atomic_write(self.dir / "child.pt2", lambda tmp: torch.export.save(program, tmp))
+        state = {"state_dict": child.state_dict(), **meta}
+        atomic_write(self.dir / "child_state.pt", lambda tmp: torch.save(state, tmp))
+        return program

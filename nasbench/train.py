@@ -1,0 +1,182 @@
+"""The one training loop every method uses (design.md, "Trainer").
+
+Every method gets the same weight optimizer (SGD with momentum, no weight decay on BatchNorm
+and bias parameters, as in the official DSNAS/SPOS code), the same schedule (linear warm-up,
+cosine to zero; DSNAS Sec. 5: lr 0.5 at batch 1024, 5 warm-up epochs of 240), the same loss
+(cross-entropy with label smoothing 0.1) and the same data. A method supplies only its step
+function: what one training batch does to the weights and to alpha.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import zlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+from tqdm.auto import tqdm
+
+from nasbench.budget import BudgetMeter
+from nasbench.data import DataBundle, make_loader, subset
+from nasbench.errors import UserError
+
+
+@dataclass
+class StepOutput:
+    """What a step reports: the batch loss (detached), correct predictions, batch size."""
+
+    loss: Tensor
+    correct: Tensor
+    batch: int
+
+
+StepFn = Callable[[Tensor, Tensor], StepOutput]
+
+
+class NonFiniteLoss(UserError):
+    """The loss became NaN or infinite; the message names phase, epoch and step."""
+
+
+def weight_optimizer(model: nn.Module, cfg: Mapping[str, Any]) -> torch.optim.SGD:
+    """SGD with momentum; weight decay on conv and linear weights only."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (decay if p.ndim > 1 else no_decay).append(p)
+    return torch.optim.SGD(
+        [{"params": decay, "weight_decay": float(cfg["weight_decay"])}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=float(cfg["lr"]),
+        momentum=float(cfg["momentum"]),
+        nesterov=bool(cfg.get("nesterov", False)),
+    )
+
+
+class WarmupCosine:
+    """Linear warm-up from ``start_lr`` over ``warmup_steps``, then cosine from ``base_lr`` to 0.
+
+    ``horizon_steps`` may exceed the steps a phase actually runs: DSNAS searches for 80 epochs of
+    a 240-epoch cosine and forks there (official code), so its search phase stops a third of the way.
+    """
+
+    def __init__(self, optimizer: torch.optim.Optimizer, base_lr: float, horizon_steps: int,
+                 warmup_steps: int = 0, start_lr: float = 1e-4) -> None:
+        self.optimizer, self.base_lr = optimizer, base_lr
+        self.horizon, self.warmup, self.start_lr = max(1, horizon_steps), warmup_steps, start_lr
+        self.step_count = 0
+        self._apply()
+
+    def lr(self) -> float:
+        t = self.step_count
+        if t < self.warmup:
+            return self.start_lr + (self.base_lr - self.start_lr) * t / self.warmup
+        progress = min(1.0, (t - self.warmup) / max(1, self.horizon - self.warmup))
+        return 0.5 * self.base_lr * (1.0 + math.cos(math.pi * progress))
+
+    def _apply(self) -> None:
+        for group in self.optimizer.param_groups:
+            group["lr"] = self.lr()
+
+    def step(self) -> None:
+        self.step_count += 1
+        self._apply()
+
+
+class Trainer:
+    """Loaders, loss, epochs and metrics for one run, shared by every phase of every method."""
+
+    def __init__(self, cfg: Mapping[str, Any], data: DataBundle, device: torch.device, meter: BudgetMeter,
+                 metrics_path: Any = None, seed: int = 0, progress: bool = True) -> None:
+        self.cfg, self.data, self.device, self.meter = cfg, data, device, meter
+        self.metrics_path, self.seed, self.progress = metrics_path, seed, progress
+        self.train_set = subset(data.train, cfg.get("train_subset"))
+        self.test_set = subset(data.test, cfg.get("test_subset"))
+        self.criterion = nn.CrossEntropyLoss(label_smoothing=float(cfg.get("label_smoothing", 0.0)))
+        self._loaders: dict[str, Any] = {}
+
+    # ----- data ----------------------------------------------------------------------------
+    def train_loader(self, augment: bool = True) -> Any:
+        key = f"train-{augment}"
+        if key not in self._loaders:
+            self._loaders[key] = make_loader(
+                self.train_set, int(self.cfg["batch_size"]), shuffle=True, drop_last=True, seed=self.seed,
+                augment=self.data.augment if augment and self.cfg.get("augment", True) else None,
+                device=self.device, workers=int(self.cfg.get("workers", 2)),
+            )
+        return self._loaders[key]
+
+    def test_loader(self) -> Any:
+        if "test" not in self._loaders:
+            self._loaders["test"] = make_loader(
+                self.test_set, int(self.cfg.get("eval_batch_size", 500)), shuffle=False, device=self.device,
+                workers=int(self.cfg.get("workers", 2)),
+            )
+        return self._loaders["test"]
+
+    def steps_per_epoch(self) -> int:
+        return len(self.train_loader())
+
+    def loss(self, logits: Tensor, target: Tensor) -> Tensor:
+        return self.criterion(logits, target)
+
+    # ----- the loop ------------------------------------------------------------------------
+    def log(self, record: Mapping[str, Any]) -> None:
+        if self.metrics_path is not None:
+            with open(self.metrics_path, "a") as f:
+                f.write(json.dumps(record) + "\n")
+                f.flush()
+
+    def run_phase(
+        self,
+        name: str,
+        epochs: int,
+        step: StepFn,
+        model: nn.Module,
+        schedule: WarmupCosine | None = None,
+        on_epoch_start: Callable[[int], Mapping[str, Any] | None] | None = None,
+        epoch_info: Callable[[], Mapping[str, Any]] | None = None,
+    ) -> None:
+        """Train ``epochs`` epochs of ``step`` over the training set, metered as phase ``name``.
+
+        ``on_epoch_start(epoch)`` may return fields for the epoch's metrics record (early fix);
+        ``epoch_info()`` adds fields at the epoch's end (temperature, alpha entropy).
+        """
+        loader = self.train_loader()
+        with self.meter.phase(name) as record:
+            for epoch in range(epochs):
+                start = time.perf_counter()
+                extra = dict((on_epoch_start(epoch) if on_epoch_start else None) or {})
+                loader.set_epoch(zlib.crc32(f"{name}:{epoch}".encode()))
+                model.train()
+                loss_sum = torch.zeros((), device=self.device)
+                correct = torch.zeros((), dtype=torch.long, device=self.device)
+                seen = 0
+                bar = tqdm(loader, total=len(loader), desc=f"{name} {epoch + 1}/{epochs}", unit="batch",
+                           disable=not self.progress, leave=True, mininterval=1.0, dynamic_ncols=True)
+                for i, (x, y) in enumerate(bar):
+                    out = step(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
+                    if schedule is not None:
+                        schedule.step()
+                    loss_sum += out.loss * out.batch
+                    correct += out.correct
+                    seen += out.batch
+                    record.add_batch(out.batch)
+                    if i % 50 == 0 or i == len(loader) - 1:
+                        mean_loss = (loss_sum / max(seen, 1)).item()
+                        if not math.isfinite(mean_loss):
+                            raise NonFiniteLoss(
+                                f"the loss became {mean_loss} in phase {name!r}, epoch {epoch + 1}, by step {i + 1}"
+                            )
+                        bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{correct.item() / max(seen, 1):.3f}")
+                bar.close()
+                record.epochs += 1
+                self.log({
+                    "phase": name, "epoch": epoch + 1, "loss": (loss_sum / max(seen, 1)).item(),
+                    "train_acc": correct.item() / max(seen, 1), "images": seen,
+                    "lr": schedule.lr() if schedule is not None else None,
+                    "wall_s": time.perf_counter() - start, **extra, **(epoch_info() if epoch_info else {}),
+                })

@@ -1,0 +1,49 @@
+"""Shared fixtures: the repository root, the interpreter, and how to run the entry points."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+sys.path.insert(0, str(ROOT))
+
+
+def run_entry(script: str, *args: str, cwd: Path | None = None, timeout: float = 600,
+              env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run ``python experiments/<script> args...`` as a user would, capturing its output."""
+    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
+    return subprocess.run(
+        [sys.executable, str(ROOT / "experiments" / script), *args],
+        cwd=cwd or ROOT, capture_output=True, text=True, timeout=timeout, env=full_env,
+    )
+
+
+@pytest.fixture(scope="session")
+def root() -> Path:
+    return ROOT
+
+
+def tiny_space(name: str = "shufflenet"):
+    """A space at the tiny preset for a 1x28x28, 10-class input, built from the shipped config."""
+    from omegaconf import OmegaConf
+
+    from nasbench.data import input_spec
+    from nasbench.spaces import SPACES
+
+    conf = ROOT / "experiments" / "conf"
+    space_cfg = OmegaConf.load(conf / "space" / f"{name}.yaml")
+    spec = input_spec(OmegaConf.load(conf / "data" / "fashion_mnist.yaml"))
+    return SPACES.get(name)(OmegaConf.to_container(space_cfg.presets.tiny), spec)
+
+
+def preset(space: str, scale: str) -> dict:
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(ROOT / "experiments" / "conf" / "space" / f"{space}.yaml")
+    return OmegaConf.to_container(cfg.presets[scale])
