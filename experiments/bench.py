@@ -35,8 +35,11 @@ def bench(cfg: DictConfig) -> list[dict]:
     device = resolve_device(cfg.device)
     spec = input_spec(cfg.data)
     space = build_space(cfg, spec)
-    arch = space.parse_arch(OmegaConf.to_container(cfg.arch) if cfg.arch is not None else ",".join(
-        map(str, space.sample(torch.Generator().manual_seed(int(cfg.seed))))))
+    arch = space.parse_arch(
+        OmegaConf.to_container(cfg.arch)
+        if cfg.arch is not None
+        else ",".join(map(str, space.sample(torch.Generator().manual_seed(int(cfg.seed)))))
+    )
     batch = int(cfg.batch_size or cfg.scale.train.batch_size)
     if batch < 1 or int(cfg.steps) < 1:
         raise UserError("batch_size and steps must be at least 1")
@@ -48,29 +51,50 @@ def bench(cfg: DictConfig) -> list[dict]:
         results = {}
         for config in configs:
             job = {
-                "config": config, "device": str(device), "space": space.name, "preset": space.preset,
+                "config": config,
+                "device": str(device),
+                "space": space.name,
+                "preset": space.preset,
                 "spec": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(spec).items()},
-                "arch": list(arch), "batch_size": batch, "steps": int(cfg.steps), "warmup": int(cfg.warmup),
-                "seed": int(cfg.seed), "channels_last": bool(cfg.channels_last),
+                "arch": list(arch),
+                "batch_size": batch,
+                "steps": int(cfg.steps),
+                "warmup": int(cfg.warmup),
+                "seed": int(cfg.seed),
+                "channels_last": bool(cfg.channels_last),
             }
-            proc = subprocess.run([sys.executable, str(Path(__file__).with_name("bench_step.py")), json.dumps(job)],
-                                  capture_output=True, text=True)
+            proc = subprocess.run(
+                [sys.executable, str(Path(__file__).with_name("bench_step.py")), json.dumps(job)],
+                capture_output=True,
+                text=True,
+            )
             if proc.returncode != 0:
                 raise UserError(f"benchmark of {config} failed: {proc.stderr.strip().splitlines()[-1]}")
             results[config] = json.loads(proc.stdout.strip().splitlines()[-1])
         floor = results["child"]
         for config in configs:
             res = results[config]
-            rows.append({"round": r, "method": config, "step_ms": round(res["step_ms"], 3),
-                         "step_ms_min": round(res["step_ms_min"], 3), "peak_mem_bytes": res["peak_mem_bytes"],
-                         "time_ratio": round(res["step_ms"] / floor["step_ms"], 3),
-                         "mem_ratio": round(res["peak_mem_bytes"] / max(floor["peak_mem_bytes"], 1), 3)})
-    print(f"space={space.name} scale={cfg.scale.name} arch={space.encode(arch)} batch={batch} device={device}"
-          f" ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, torch {torch.__version__})")
+            rows.append(
+                {
+                    "round": r,
+                    "method": config,
+                    "step_ms": round(res["step_ms"], 3),
+                    "step_ms_min": round(res["step_ms_min"], 3),
+                    "peak_mem_bytes": res["peak_mem_bytes"],
+                    "time_ratio": round(res["step_ms"] / floor["step_ms"], 3),
+                    "mem_ratio": round(res["peak_mem_bytes"] / max(floor["peak_mem_bytes"], 1), 3),
+                }
+            )
+    print(
+        f"space={space.name} scale={cfg.scale.name} arch={space.encode(arch)} batch={batch} device={device}"
+        f" ({torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'}, torch {torch.__version__})"
+    )
     print(f"{'round':>5} {'method':>10} {'step_ms':>9} {'peak_MiB':>9} {'time_ratio':>10} {'mem_ratio':>9}")
     for row in rows:
-        print(f"{row['round']:>5} {row['method']:>10} {row['step_ms']:>9.2f} {row['peak_mem_bytes'] / 2**20:>9.1f}"
-              f" {row['time_ratio']:>10.3f} {row['mem_ratio']:>9.3f}")
+        print(
+            f"{row['round']:>5} {row['method']:>10} {row['step_ms']:>9.2f} {row['peak_mem_bytes'] / 2**20:>9.1f}"
+            f" {row['time_ratio']:>10.3f} {row['mem_ratio']:>9.3f}"
+        )
     if cfg.out:
         with open(cfg.out, "w", newline="") as f:
             writer = csv.DictWriter(f, fieldnames=FIELDS)

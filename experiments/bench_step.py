@@ -91,8 +91,12 @@ def measure(job: dict) -> dict:
         peak = torch.cuda.max_memory_allocated()
     else:
         peak = (_read_vm_hwm() or 0) - base
-    return {"config": job["config"], "step_ms": 1000 * statistics.median(times),
-            "step_ms_min": 1000 * min(times), "peak_mem_bytes": int(peak)}
+    return {
+        "config": job["config"],
+        "step_ms": 1000 * statistics.median(times),
+        "step_ms_min": 1000 * min(times),
+        "peak_mem_bytes": int(peak),
+    }
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from run import build_space
 
 def inspect(cfg: DictConfig) -> dict:
     if cfg.arch is None:
-        raise UserError("give the architecture: arch=[i,j,...] (one op index per decision) or arch=\"<string>\"")
+        raise UserError('give the architecture: arch=[i,j,...] (one op index per decision) or arch="<string>"')
     spec = input_spec(cfg.data)
     space = build_space(cfg, spec)
     value = cfg.arch if isinstance(cfg.arch, str) else OmegaConf.to_container(cfg.arch)

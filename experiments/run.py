@@ -11,6 +11,7 @@ design.md: .hydra/, metrics.jsonl, summary.json, child.pt2 and child_state.pt.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 
 import hydra
@@ -37,7 +38,9 @@ log = logging.getLogger("run")
 def build_space(cfg: DictConfig, spec):  # noqa: ANN001, ANN201 - used by inspect_arch too
     presets = cfg.space.get("presets") or {}
     if cfg.scale.name not in presets:
-        raise UserError(f"space {cfg.space.name!r} has no preset for scale={cfg.scale.name}; it has: {', '.join(presets)}")
+        raise UserError(
+            f"space {cfg.space.name!r} has no preset for scale={cfg.scale.name}; it has: {', '.join(presets)}"
+        )
     return SPACES.get(cfg.space.name)(OmegaConf.to_container(presets[cfg.scale.name], resolve=True), spec)
 
 
@@ -56,24 +59,63 @@ def run(cfg: DictConfig) -> dict:
     if int(train_cfg["batch_size"]) < 1:
         raise UserError(f"batch_size={train_cfg['batch_size']}: must be at least 1")
     meter = BudgetMeter(device)
-    trainer = Trainer(train_cfg, data, device, meter, record.metrics_path, seed=int(cfg.seed), progress=bool(cfg.progress))
+    trainer = Trainer(
+        train_cfg, data, device, meter, record.metrics_path, seed=int(cfg.seed), progress=bool(cfg.progress)
+    )
     ctx = RunContext(
-        space=space, data=data, device=device, meter=meter, trainer=trainer, record=record, seed=int(cfg.seed),
-        train_cfg=train_cfg, method_cfg=OmegaConf.to_container(cfg.method, resolve=True), estimator=estimator,
+        space=space,
+        data=data,
+        device=device,
+        meter=meter,
+        trainer=trainer,
+        record=record,
+        seed=int(cfg.seed),
+        train_cfg=train_cfg,
+        method_cfg=OmegaConf.to_container(cfg.method, resolve=True),
+        estimator=estimator,
         channels_last=bool(cfg.channels_last),
     )
-    log.info("%s + %s estimator on %s (%s scale), %s, device %s -> %s", cfg.method.name, cfg.estimator.name,
-             space.name, cfg.scale.name, data.name, meter.device_name(), record.dir)
+    log.info(
+        "%s + %s estimator on %s (%s scale), %s, device %s -> %s",
+        cfg.method.name,
+        cfg.estimator.name,
+        space.name,
+        cfg.scale.name,
+        data.name,
+        meter.device_name(),
+        record.dir,
+    )
     result = method_cls(ctx).run()
     identity = {
-        "method": cfg.method.name, "estimator": cfg.estimator.name, "space": space.name, "data": data.name,
-        "scale": cfg.scale.name, "seed": int(cfg.seed), "one_stage": method_cls.one_stage,
+        "method": cfg.method.name,
+        "estimator": cfg.estimator.name,
+        "space": space.name,
+        "data": data.name,
+        "scale": cfg.scale.name,
+        "seed": int(cfg.seed),
+        "one_stage": method_cls.one_stage,
     }
     summary = finish_run(ctx, result.arch, result.search_acc, result.child, identity, result.extra, started)
-    log.info("arch %s | search_acc %.4f | final_acc %.4f | %.2f MMACs | %.3f device-hours | %.0f s -> %s",
-             summary["arch"], summary["search_acc"], summary["final_acc"], summary["flops"] / 1e6,
-             summary["total_device_hours"], summary["wall_s"], record.summary_path)
+    log.info(
+        "arch %s | search_acc %.4f | final_acc %.4f | %.2f MMACs | %.3f device-hours | %.0f s -> %s",
+        summary["arch"],
+        summary["search_acc"],
+        summary["final_acc"],
+        summary["flops"] / 1e6,
+        summary["total_device_hours"],
+        summary["wall_s"],
+        record.summary_path,
+    )
     return summary
+
+
+def refuse_complete_run_dir(argv: list[str]) -> None:
+    """Check an explicit ``hydra.run.dir`` before Hydra writes its .hydra/ files into it."""
+    if "-m" in argv or "--multirun" in argv or "overwrite=true" in argv:
+        return
+    for arg in argv:
+        if arg.startswith("hydra.run.dir="):
+            RunRecord.peek(arg.split("=", 1)[1]).guard(overwrite=False)
 
 
 @hydra.main(version_base=None, config_path="conf", config_name="config")
@@ -83,4 +125,6 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    with cli.user_errors():
+        refuse_complete_run_dir(sys.argv[1:])
     cli.entry(main)

@@ -46,7 +46,9 @@ def early_fix(arch: ArchParameters, threshold: float) -> list[int]:
     return newly
 
 
-def flops_penalty_grad(arch: ArchParameters, sample: Tensor, mflops: Tensor, coef: float, threshold: float) -> Tensor | None:
+def flops_penalty_grad(
+    arch: ArchParameters, sample: Tensor, mflops: Tensor, coef: float, threshold: float
+) -> Tensor | None:
     """Gradient of coef * sum_i p_i(s_i) F_i(s_i) when the sampled blocks' MFLOPs >= threshold."""
     rows = torch.arange(len(sample))
     cost = mflops[rows, sample]
@@ -65,20 +67,42 @@ class DSNAS(Method):
     one_stage = True
 
     def run(self) -> MethodResult:
-        ctx, cfg, trainer = self.ctx, self.cfg, self.ctx.trainer
+        ctx = self.ctx
         search_epochs = self.epochs("search_epochs", minimum=1)
         finetune_epochs = self.epochs("finetune_epochs")
-        warmup_epochs = min(int(cfg.get("alpha_warmup_epochs", 0)), search_epochs - 1)
+        arch, child, fork_lr = self.search(search_epochs, finetune_epochs)
+        search_acc = ctx.search_accuracy(child)
+        if finetune_epochs:  # with no finetune the recalibrated statistics are the deployed ones
+            reset_bn_stats(child)
+            optimizer = weight_optimizer(child, ctx.train_cfg)
+            schedule = WarmupCosine(optimizer, fork_lr, finetune_epochs * ctx.trainer.steps_per_epoch())
+            ctx.trainer.run_phase("finetune", finetune_epochs, self.child_step(child, optimizer), child, schedule)
+        return MethodResult(
+            arch=arch.derive(),
+            search_acc=search_acc,
+            child=child,
+            extra={
+                "fixed_layers": {str(i): k for i, k in sorted(arch.fixed.items())},
+                "alpha_probs": arch.probs().detach().tolist(),
+            },
+        )
 
+    def search(self, search_epochs: int, finetune_epochs: int) -> tuple[ArchParameters, torch.nn.Module, float]:
+        """Warm-up and search phases; returns alpha, the forked child and the lr at the fork."""
+        ctx, cfg, trainer = self.ctx, self.cfg, self.ctx.trainer
+        warmup_epochs = min(int(cfg.get("alpha_warmup_epochs", 0)), search_epochs - 1)
         supernet = ctx.place(ctx.space.build_supernet())
-        init = cfg["alpha_init"]
+        init, opt = cfg["alpha_init"], cfg["alpha_optimizer"]
         arch = ArchParameters(ctx.space.candidate_mask(), init["mean"], init["std"], ctx.generator("alpha-init"))
-        opt = cfg["alpha_optimizer"]
-        alpha_opt = torch.optim.Adam([arch.alpha], lr=opt["lr"], betas=tuple(opt["betas"]), weight_decay=opt["weight_decay"])
+        alpha_opt = torch.optim.Adam(
+            [arch.alpha], lr=opt["lr"], betas=tuple(opt["betas"]), weight_decay=opt["weight_decay"]
+        )
         weight_opt = weight_optimizer(supernet, ctx.train_cfg)
         steps = trainer.steps_per_epoch()
-        schedule = WarmupCosine(
-            weight_opt, float(ctx.train_cfg["lr"]), (search_epochs + finetune_epochs) * steps,
+        schedule = WarmupCosine(  # the cosine spans search and finetune: the fork stops it early
+            weight_opt,
+            float(ctx.train_cfg["lr"]),
+            (search_epochs + finetune_epochs) * steps,
             warmup_steps=round(float(ctx.train_cfg.get("warmup_epochs", 0)) * steps),
         )
         sampler = ctx.generator("arch-sample")
@@ -92,13 +116,18 @@ class DSNAS(Method):
                 logits = supernet(x, selection)
                 loss = trainer.loss(logits, y)
                 weight_opt.zero_grad(set_to_none=True)
-                loss.backward()  # the only backward: weights and every layer's credit
+                loss.backward()  # the only backward: weight gradients and every layer's credit
                 weight_opt.step()
                 if update_alpha and estimator.learns_alpha:
                     grad = estimator.alpha_grad(arch, selection)
                     if mflops is not None:
-                        extra = flops_penalty_grad(arch, selection.info["sample"], mflops,
-                                                   float(penalty["coef"]), float(penalty["threshold_mflops"]))
+                        extra = flops_penalty_grad(
+                            arch,
+                            selection.info["sample"],
+                            mflops,
+                            float(penalty["coef"]),
+                            float(penalty["threshold_mflops"]),
+                        )
                         grad = grad if extra is None else grad + extra
                     arch.alpha.grad = grad
                     alpha_opt.step()
@@ -116,23 +145,14 @@ class DSNAS(Method):
 
         if warmup_epochs:
             trainer.run_phase("warmup", warmup_epochs, search_step(False), supernet, schedule, epoch_info=alpha_info)
-        trainer.run_phase("search", search_epochs - warmup_epochs, search_step(True), supernet, schedule,
-                          on_epoch_start=on_search_epoch, epoch_info=alpha_info)
-
-        final = arch.derive()
-        child = ctx.place(ctx.space.build_child(final, supernet))
-        del supernet, weight_opt
-        search_acc = ctx.search_accuracy(child)
-        if finetune_epochs:  # with no finetune the recalibrated statistics are the deployed ones
-            reset_bn_stats(child)
-            child_opt = weight_optimizer(child, ctx.train_cfg)
-            fork_lr = schedule.lr()
-            trainer.run_phase("finetune", finetune_epochs, self.child_step(child, child_opt), child,
-                              WarmupCosine(child_opt, fork_lr, finetune_epochs * steps))
-        return MethodResult(
-            arch=final, search_acc=search_acc, child=child,
-            extra={
-                "fixed_layers": {str(i): k for i, k in sorted(arch.fixed.items())},
-                "alpha_probs": arch.probs().detach().tolist(),
-            },
+        trainer.run_phase(
+            "search",
+            search_epochs - warmup_epochs,
+            search_step(True),
+            supernet,
+            schedule,
+            on_epoch_start=on_search_epoch,
+            epoch_info=alpha_info,
         )
+        child = ctx.place(ctx.space.build_child(arch.derive(), supernet))
+        return arch, child, schedule.lr()

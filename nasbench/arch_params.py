@@ -15,8 +15,9 @@ from nasbench.spaces.base import Arch
 
 
 class ArchParameters(nn.Module):
-    def __init__(self, mask: Tensor, init_mean: float = 0.0, init_std: float = 0.0,
-                 generator: torch.Generator | None = None) -> None:
+    def __init__(
+        self, mask: Tensor, init_mean: float = 0.0, init_std: float = 0.0, generator: torch.Generator | None = None
+    ) -> None:
         super().__init__()
         alpha = torch.full(mask.shape, float(init_mean))
         if init_std > 0:

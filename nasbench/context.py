@@ -47,7 +47,8 @@ class RunContext:
         """Accuracy of a child with inherited weights after BatchNorm recalibration (not counted
         in the run's device-hours: it is a measurement of the benchmark, not part of the method)."""
         with self.meter.phase(phase, counted=False):
-            recalibrate_bn(child, self.trainer.train_loader(augment=False), int(self.train_cfg["bn_recal_batches"]),
-                           self.device)
+            recalibrate_bn(
+                child, self.trainer.train_loader(augment=False), int(self.train_cfg["bn_recal_batches"]), self.device
+            )
             acc, _ = accuracy(child, self.trainer.test_loader(), self.device)
         return acc

@@ -138,16 +138,31 @@ def _load_cifar(cfg: Mapping[str, Any], classes: int) -> tuple[TensorImages, Ten
 
     base = CIFAR10 if classes == 10 else CIFAR100
 
-    class _Cifar(base):  # accept any copy in the real on-disk layout (subsets, fixtures)
+    class _Cifar(base):
+        """torchvision's reader without its md5 checks: any copy in the real on-disk layout loads
+        (a subset, a re-packed copy, a test fixture); a missing file still fails."""
+
         def _check_integrity(self) -> bool:
             folder = Path(self.root) / self.base_folder
             return all((folder / name).is_file() for name, _ in self.train_list + self.test_list)
+
+        def _load_meta(self) -> None:
+            import pickle
+
+            path = Path(self.root) / self.base_folder / self.meta["filename"]
+            if not path.is_file():
+                raise RuntimeError(f"{path} is missing")
+            with open(path, "rb") as f:
+                self.classes = pickle.load(f, encoding="latin1")[self.meta["key"]]
+            self.class_to_idx = {c: i for i, c in enumerate(self.classes)}
 
     root = cfg.get("root")
     if not root:
         raise UserError(f"data={cfg['name']} needs data.root=<folder holding {base.base_folder}/>")
     try:
-        sets = [_Cifar(os.path.expanduser(str(root)), train=t, download=bool(cfg.get("download"))) for t in (True, False)]
+        sets = [
+            _Cifar(os.path.expanduser(str(root)), train=t, download=bool(cfg.get("download"))) for t in (True, False)
+        ]
     except (RuntimeError, OSError, ValueError, KeyError) as err:
         raise UserError(f"cannot load {cfg['name']} from {root}: {err}") from None
     return tuple(
@@ -290,14 +305,18 @@ def make_loader(
 ) -> Any:
     """A loader for either an in-memory set or a torch Dataset (ImageFolder)."""
     if isinstance(data, TensorImages):
-        return TensorLoader(data, batch_size, shuffle=shuffle, augment=augment, drop_last=drop_last, seed=seed, device=device)
+        return TensorLoader(
+            data, batch_size, shuffle=shuffle, augment=augment, drop_last=drop_last, seed=seed, device=device
+        )
     return _DatasetLoader(data, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed, workers=workers)
 
 
 class _DatasetLoader:
     """A torch DataLoader whose shuffle order depends on (seed, epoch), like TensorLoader."""
 
-    def __init__(self, dataset: Any, batch_size: int, *, shuffle: bool, drop_last: bool, seed: int, workers: int) -> None:
+    def __init__(
+        self, dataset: Any, batch_size: int, *, shuffle: bool, drop_last: bool, seed: int, workers: int
+    ) -> None:
         self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
         self.drop_last, self.seed, self.workers, self.epoch = drop_last, seed, workers, 0
 

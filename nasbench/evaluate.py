@@ -28,7 +28,10 @@ def reset_bn_stats(model: nn.Module) -> None:
 
 @torch.no_grad()
 def recalibrate_bn(
-    model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], num_batches: int, device: torch.device,
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    num_batches: int,
+    device: torch.device,
     forward: Forward | None = None,
 ) -> None:
     """Re-estimate BatchNorm running statistics from ``num_batches`` training batches."""
@@ -51,7 +54,10 @@ def recalibrate_bn(
 
 @torch.no_grad()
 def accuracy(
-    model: nn.Module, batches: Iterable[tuple[Tensor, Tensor]], device: torch.device, forward: Forward | None = None,
+    model: nn.Module,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    device: torch.device,
+    forward: Forward | None = None,
     train_mode_switch: bool = True,
 ) -> tuple[float, int]:
     """(top-1 accuracy as a fraction, number of images) of ``model`` in eval mode.

@@ -20,15 +20,26 @@ from nasbench.flops import count_macs, count_params
 from nasbench.spaces.base import Arch
 
 
-def finish_run(ctx: RunContext, arch: Arch, search_acc: float, child: nn.Module,
-               identity: Mapping[str, Any], extra: Mapping[str, Any], started: float) -> dict[str, Any]:
+def finish_run(
+    ctx: RunContext,
+    arch: Arch,
+    search_acc: float,
+    child: nn.Module,
+    identity: Mapping[str, Any],
+    extra: Mapping[str, Any],
+    started: float,
+) -> dict[str, Any]:
     """Export ``child``, evaluate the export, write summary.json; returns the summary."""
     spec = ctx.space.inputs
     with ctx.meter.phase("export", counted=False):
         cpu_child = copy.deepcopy(child).to("cpu", memory_format=torch.contiguous_format).eval()
         example = torch.rand(2, *spec.shape)
         meta = {"arch": ctx.space.encode(arch), "space": ctx.space.name, "input_shape": list(spec.shape)}
-        program = ctx.record.save_child(cpu_child, example, meta) if ctx.record else torch.export.export(cpu_child, (example,))
+        program = (
+            ctx.record.save_child(cpu_child, example, meta)
+            if ctx.record
+            else torch.export.export(cpu_child, (example,))
+        )
         deployed = program.module().to(ctx.device)
         final_acc, n_test = accuracy(deployed, ctx.trainer.test_loader(), ctx.device, train_mode_switch=False)
         params, macs = count_params(cpu_child), count_macs(cpu_child, torch.zeros(1, *spec.shape))

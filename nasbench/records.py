@@ -21,8 +21,21 @@ from torch import nn
 from nasbench.errors import UserError
 
 SUMMARY_KEYS = (
-    "method", "estimator", "space", "data", "seed", "status", "arch", "search_acc", "final_acc", "params",
-    "flops", "phases", "total_device_hours", "peak_mem_bytes", "input_shape",
+    "method",
+    "estimator",
+    "space",
+    "data",
+    "seed",
+    "status",
+    "arch",
+    "search_acc",
+    "final_acc",
+    "params",
+    "flops",
+    "phases",
+    "total_device_hours",
+    "peak_mem_bytes",
+    "input_shape",
 )
 
 
@@ -57,9 +70,15 @@ def atomic_write_json(path: Path, obj: Any) -> None:
 class RunRecord:
     """Writes the files of one run folder."""
 
-    def __init__(self, run_dir: Path | str) -> None:
+    def __init__(self, run_dir: Path | str, create: bool = True) -> None:
         self.dir = Path(run_dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        if create:
+            self.dir.mkdir(parents=True, exist_ok=True)
+
+    @classmethod
+    def peek(cls, run_dir: Path | str) -> RunRecord:
+        """A record for reading only: creates nothing."""
+        return cls(run_dir, create=False)
 
     @property
     def metrics_path(self) -> Path:
@@ -90,7 +109,9 @@ class RunRecord:
             raise ValueError(f"summary lacks {missing}")
         atomic_write_json(self.summary_path, dict(summary))
 
-    def save_child(self, child: nn.Module, example: torch.Tensor, meta: Mapping[str, Any]) -> torch.export.ExportedProgram:
+    def save_child(
+        self, child: nn.Module, example: torch.Tensor, meta: Mapping[str, Any]
+    ) -> torch.export.ExportedProgram:
         """Export ``child`` (eval mode, any batch size) to child.pt2; save its state to child_state.pt."""
         child = child.eval()
         batch = torch.export.Dim("batch", min=1, max=1 << 16)

@@ -63,8 +63,14 @@ class WarmupCosine:
     a 240-epoch cosine and forks there (official code), so its search phase stops a third of the way.
     """
 
-    def __init__(self, optimizer: torch.optim.Optimizer, base_lr: float, horizon_steps: int,
-                 warmup_steps: int = 0, start_lr: float = 1e-4) -> None:
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        base_lr: float,
+        horizon_steps: int,
+        warmup_steps: int = 0,
+        start_lr: float = 1e-4,
+    ) -> None:
         self.optimizer, self.base_lr = optimizer, base_lr
         self.horizon, self.warmup, self.start_lr = max(1, horizon_steps), warmup_steps, start_lr
         self.step_count = 0
@@ -89,8 +95,16 @@ class WarmupCosine:
 class Trainer:
     """Loaders, loss, epochs and metrics for one run, shared by every phase of every method."""
 
-    def __init__(self, cfg: Mapping[str, Any], data: DataBundle, device: torch.device, meter: BudgetMeter,
-                 metrics_path: Any = None, seed: int = 0, progress: bool = True) -> None:
+    def __init__(
+        self,
+        cfg: Mapping[str, Any],
+        data: DataBundle,
+        device: torch.device,
+        meter: BudgetMeter,
+        metrics_path: Any = None,
+        seed: int = 0,
+        progress: bool = True,
+    ) -> None:
         self.cfg, self.data, self.device, self.meter = cfg, data, device, meter
         self.metrics_path, self.seed, self.progress = metrics_path, seed, progress
         self.train_set = subset(data.train, cfg.get("train_subset"))
@@ -103,16 +117,24 @@ class Trainer:
         key = f"train-{augment}"
         if key not in self._loaders:
             self._loaders[key] = make_loader(
-                self.train_set, int(self.cfg["batch_size"]), shuffle=True, drop_last=True, seed=self.seed,
+                self.train_set,
+                int(self.cfg["batch_size"]),
+                shuffle=True,
+                drop_last=True,
+                seed=self.seed,
                 augment=self.data.augment if augment and self.cfg.get("augment", True) else None,
-                device=self.device, workers=int(self.cfg.get("workers", 2)),
+                device=self.device,
+                workers=int(self.cfg.get("workers", 2)),
             )
         return self._loaders[key]
 
     def test_loader(self) -> Any:
         if "test" not in self._loaders:
             self._loaders["test"] = make_loader(
-                self.test_set, int(self.cfg.get("eval_batch_size", 500)), shuffle=False, device=self.device,
+                self.test_set,
+                int(self.cfg.get("eval_batch_size", 500)),
+                shuffle=False,
+                device=self.device,
                 workers=int(self.cfg.get("workers", 2)),
             )
         return self._loaders["test"]
@@ -155,8 +177,16 @@ class Trainer:
                 loss_sum = torch.zeros((), device=self.device)
                 correct = torch.zeros((), dtype=torch.long, device=self.device)
                 seen = 0
-                bar = tqdm(loader, total=len(loader), desc=f"{name} {epoch + 1}/{epochs}", unit="batch",
-                           disable=not self.progress, leave=True, mininterval=1.0, dynamic_ncols=True)
+                bar = tqdm(
+                    loader,
+                    total=len(loader),
+                    desc=f"{name} {epoch + 1}/{epochs}",
+                    unit="batch",
+                    disable=not self.progress,
+                    leave=True,
+                    mininterval=1.0,
+                    dynamic_ncols=True,
+                )
                 for i, (x, y) in enumerate(bar):
                     out = step(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
                     if schedule is not None:
@@ -174,9 +204,16 @@ class Trainer:
                         bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{correct.item() / max(seen, 1):.3f}")
                 bar.close()
                 record.epochs += 1
-                self.log({
-                    "phase": name, "epoch": epoch + 1, "loss": (loss_sum / max(seen, 1)).item(),
-                    "train_acc": correct.item() / max(seen, 1), "images": seen,
-                    "lr": schedule.lr() if schedule is not None else None,
-                    "wall_s": time.perf_counter() - start, **extra, **(epoch_info() if epoch_info else {}),
-                })
+                self.log(
+                    {
+                        "phase": name,
+                        "epoch": epoch + 1,
+                        "loss": (loss_sum / max(seen, 1)).item(),
+                        "train_acc": correct.item() / max(seen, 1),
+                        "images": seen,
+                        "lr": schedule.lr() if schedule is not None else None,
+                        "wall_s": time.perf_counter() - start,
+                        **extra,
+                        **(epoch_info() if epoch_info else {}),
+                    }
+                )

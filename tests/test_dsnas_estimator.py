@@ -7,8 +7,8 @@ import itertools
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import tiny_space
 
+from conftest import tiny_space
 from methods.dsnas import early_fix, flops_penalty_grad
 from methods.estimators.dsnas import DSNASEstimator
 from methods.estimators.uniform import UniformEstimator
@@ -162,8 +162,8 @@ def test_flops_penalty_gradient_matches_its_formula() -> None:
     sample = torch.tensor([3, 0, 2])  # 40 + 5 + 3 = 48 MFLOPs
     probs = arch.probs().detach()
     rows = torch.arange(3)
-    expected = 1e-2 * (mflops[rows, sample] * probs[rows, sample]).float()[:, None] * (
-        F.one_hot(sample, 4).float() - probs
+    expected = (
+        1e-2 * (mflops[rows, sample] * probs[rows, sample]).float()[:, None] * (F.one_hot(sample, 4).float() - probs)
     )
     torch.testing.assert_close(flops_penalty_grad(arch, sample, mflops, 1e-2, 48.0), expected)
     assert flops_penalty_grad(arch, sample, mflops, 1e-2, 48.5) is None

@@ -39,11 +39,12 @@ class DSNASEstimator(Estimator):
 
     @staticmethod
     def credit(selection: Selection) -> Tensor:
-        """r_i: the gradient of the loss with respect to each layer's dummy 1 (zero if unused)."""
+        """r_i = dL/dZ_i^{s_i}: the gradient at each layer's dummy 1 (zero where it went unused)."""
         grad = selection.weights.grad
+        sample = selection.info["sample"]
         if grad is None:
-            return torch.zeros(selection.weights.shape[0])
-        return grad.sum(-1).detach().cpu()
+            return torch.zeros(len(sample))
+        return grad.detach().cpu().gather(1, sample[:, None]).squeeze(1)
 
     def alpha_grad(self, arch: ArchParameters, selection: Selection) -> Tensor:
         probs, sample = selection.info["probs"], selection.info["sample"]

@@ -79,9 +79,7 @@ class SearchSpace(ABC):
 
     def validate(self, arch: Sequence[int]) -> Arch:
         if len(arch) != self.num_decisions:
-            raise UserError(
-                f"an architecture of space {self.name!r} has {self.num_decisions} entries, got {len(arch)}"
-            )
+            raise UserError(f"an architecture of space {self.name!r} has {self.num_decisions} entries, got {len(arch)}")
         out = []
         for i, (k, d) in enumerate(zip(arch, self.decisions)):
             if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < len(d.candidates):
@@ -118,9 +116,7 @@ class SearchSpace(ABC):
 
     def sample(self, generator: torch.Generator | None = None) -> Arch:
         """One architecture uniformly at random."""
-        return tuple(
-            int(torch.randint(len(d.candidates), (1,), generator=generator)) for d in self.decisions
-        )
+        return tuple(int(torch.randint(len(d.candidates), (1,), generator=generator)) for d in self.decisions)
 
     def enumerate(self, limit: int = 1_000_000) -> Iterator[Arch]:
         """Every architecture, in index order; refuses spaces larger than ``limit``."""

@@ -1,0 +1,102 @@
+"""Entry points as a user meets them: inspect_arch, the benchmark, and one-line errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+import torch
+
+from conftest import run_entry
+
+
+def one_line_error(proc) -> str:
+    assert proc.returncode == 2, (proc.returncode, proc.stderr[-2000:])
+    assert "Traceback" not in proc.stderr and "Traceback" not in proc.stdout
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1, proc.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    "override, expected",
+    [
+        ("method=foo", "error: unknown method 'foo'; choose one of: dsnas"),
+        ("space=foo", "error: unknown space 'foo'; choose one of: shufflenet"),
+        ("estimator=foo", "error: unknown estimator 'foo'; choose one of: dsnas, uniform"),
+        ("data=foo", "error: unknown data set 'foo'; choose one of: cifar10, cifar100, fashion_mnist, imagenet"),
+        ("scale=huge", "error: unknown scale 'huge'; choose one of: cpu, paper, tiny"),
+    ],
+)
+def test_unknown_names_give_one_line_with_the_valid_ones(override: str, expected: str, tmp_path) -> None:
+    proc = run_entry("run.py", override, f"hydra.run.dir={tmp_path / 'run'}")
+    assert one_line_error(proc) == expected
+    assert not (tmp_path / "run").exists()
+
+
+def test_unknown_name_in_a_sweep_list(tmp_path) -> None:
+    proc = run_entry("run.py", "-m", "method=dsnas,snsa", cwd=tmp_path)
+    assert one_line_error(proc) == "error: unknown method 'snsa'; choose one of: dsnas"
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["scale.train.search_epochs=0"], "search_epochs=0: must be at least 1"),
+        (["scale.train.batch_size=0"], "batch_size=0: must be at least 1"),
+        (["data.root=/nonexistent/fmnist"], "data.root=/nonexistent/fmnist holds no Fashion-MNIST"),
+        (["data=cifar10"], "data=cifar10 needs data.root="),
+        (["device=tpu"], "unknown device 'tpu'; choose one of: auto, cpu, cuda, cuda:N"),
+    ],
+)
+def test_bad_values_give_one_line(overrides, message, tmp_path) -> None:
+    proc = run_entry("run.py", "scale=tiny", f"hydra.run.dir={tmp_path / 'run'}", *overrides)
+    assert message in one_line_error(proc)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_where_there_is_none(tmp_path) -> None:
+    proc = run_entry("run.py", "scale=tiny", "device=cuda", f"hydra.run.dir={tmp_path / 'run'}")
+    assert "no CUDA GPU" in one_line_error(proc)
+
+
+def test_inspect_arch_gives_the_published_flops(tmp_path) -> None:
+    proc = run_entry(
+        "inspect_arch.py",
+        "space=shufflenet",
+        "scale=paper",
+        "arch=[0,0,3,0,3,2,0,0,3,3,2,3,3,3,2,0,0,3,3,0]",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["flops"] == pytest.approx(324e6, rel=0.02)
+    assert result["input_shape"] == [3, 224, 224] and result["num_classes"] == 1000
+    assert 3.0e6 < result["params"] < 4.0e6
+    assert list(tmp_path.iterdir()) == [], "inspect_arch must not write files"
+
+
+@pytest.mark.parametrize(
+    "arch, message",
+    [
+        ("arch=[0,0,3]", "has 20 entries, got 3"),
+        ("arch=[0,0,3,0,3,2,0,0,3,3,2,3,3,3,2,0,0,3,3,7]", "entry 19 of the architecture is 7"),
+        ("arch=null", "give the architecture"),
+    ],
+)
+def test_inspect_arch_refuses_bad_architectures(arch: str, message: str, tmp_path) -> None:
+    proc = run_entry("inspect_arch.py", "space=shufflenet", "scale=paper", arch, cwd=tmp_path)
+    assert message in one_line_error(proc)
+
+
+def test_bench_writes_its_table(tmp_path) -> None:
+    out = tmp_path / "bench.csv"
+    proc = run_entry("bench.py", "space=shufflenet", "scale=tiny", "steps=2", "warmup=1", f"out={out}", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    rows = list(csv.DictReader(out.open()))
+    assert [r["method"] for r in rows] == ["child", "dsnas", "uniform"]
+    assert {"method", "step_ms", "peak_mem_bytes", "time_ratio", "mem_ratio"} <= set(rows[0])
+    assert float(rows[0]["time_ratio"]) == 1.0 and float(rows[0]["mem_ratio"]) == 1.0
+    assert all(float(r["step_ms"]) > 0 and int(r["peak_mem_bytes"]) > 0 for r in rows)
