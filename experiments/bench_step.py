@@ -17,13 +17,14 @@ import time
 import torch
 
 import cli  # noqa: F401
+from methods.base import estimator_step
 from methods.estimators.base import build_estimator
 from nasbench.arch_params import ArchParameters
-from nasbench.budget import _read_vm_hwm, _reset_vm_hwm, current_rss_bytes
+from nasbench.budget import current_rss_bytes, read_peak_rss, reset_peak_rss
 from nasbench.spaces import SPACES
 from nasbench.spaces.base import InputSpec
 from nasbench.supernet import one_hot_rows
-from nasbench.train import weight_optimizer
+from nasbench.train import plain_step, weight_optimizer
 
 
 def measure(job: dict) -> dict:
@@ -39,50 +40,33 @@ def measure(job: dict) -> dict:
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
     else:
-        _reset_vm_hwm()
+        reset_peak_rss()
     base = current_rss_bytes() or 0
     train = {"lr": 0.01, "momentum": 0.9, "weight_decay": 4e-5}
     loss_fn = torch.nn.CrossEntropyLoss()
     if job["config"] == "child":
         model = space.build_child(arch).to(device, memory_format=fmt)
-        opt = weight_optimizer(model, train)
-
-        def step() -> None:
-            loss = loss_fn(model(x), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+        step = plain_step(model, weight_optimizer(model, train), loss_fn)
     else:
         model = space.build_supernet().to(device, memory_format=fmt)
-        opt = weight_optimizer(model, train)
         estimator = build_estimator({"name": job["config"]})
         # alpha peaked at `arch`: the estimator does all its work but samples the compared path
         params = ArchParameters(space.candidate_mask())
         with torch.no_grad():
             params.alpha.copy_(30.0 * one_hot_rows(torch.tensor(arch), space.max_candidates))
-        alpha_opt = torch.optim.Adam([params.alpha], lr=1e-3, betas=(0.5, 0.999))
-        gen = torch.Generator().manual_seed(job["seed"])
-        if estimator.name == "uniform":  # uniform ignores alpha: fix every decision instead
+        if not estimator.learns_alpha:  # uniform sampling ignores alpha: fix every decision instead
             for i, k in enumerate(arch):
                 params.fix(i, k)
-
-        def step() -> None:
-            selection = estimator.sample(params, gen, device)
-            loss = loss_fn(model(x, selection), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            grad = estimator.alpha_grad(params, selection)
-            if grad is not None:
-                params.alpha.grad = grad
-                alpha_opt.step()
+        alpha_opt = torch.optim.Adam([params.alpha], lr=1e-3, betas=(0.5, 0.999))
+        gen = torch.Generator().manual_seed(job["seed"])
+        step = estimator_step(model, estimator, params, gen, device, loss_fn, weight_optimizer(model, train), alpha_opt)
 
     times = []
     for i in range(job["warmup"] + job["steps"]):
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
-        step()
+        step(x, y)
         if device.type == "cuda":
             torch.cuda.synchronize()
         if i >= job["warmup"]:
@@ -90,7 +74,7 @@ def measure(job: dict) -> dict:
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated()
     else:
-        peak = (_read_vm_hwm() or 0) - base
+        peak = (read_peak_rss() or 0) - base
     return {
         "config": job["config"],
         "step_ms": 1000 * statistics.median(times),

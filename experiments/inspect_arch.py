@@ -31,10 +31,9 @@ def inspect(cfg: DictConfig) -> dict:
     arch = space.parse_arch(value)
     child = space.build_child(arch).eval()
     example = torch.zeros(1, *spec.shape)
-    table = space.candidate_macs() if hasattr(space, "layer_shapes") else None
+    table = space.candidate_macs()
     for i, (decision, op) in enumerate(zip(space.decisions, space.describe(arch))):
-        cost = f"  {table[i, arch[i]] / 1e6:8.2f} MMACs" if table is not None else ""
-        print(f"{decision.name:>10}: {op}{cost}")
+        print(f"{decision.name:>10}: {op:<14} {table[i, arch[i]] / 1e6:8.2f} MMACs")
     result = {
         "space": space.name,
         "scale": cfg.scale.name,

@@ -23,11 +23,11 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from methods.base import METHODS, Method, MethodResult
+from methods.base import METHODS, Method, MethodResult, estimator_step
 from nasbench.arch_params import ArchParameters
 from nasbench.evaluate import reset_bn_stats
 from nasbench.supernet import Selection
-from nasbench.train import StepOutput, WarmupCosine, weight_optimizer
+from nasbench.train import WarmupCosine, plain_step, weight_optimizer
 
 
 def early_fix(arch: ArchParameters, threshold: float) -> list[int]:
@@ -76,7 +76,8 @@ class DSNAS(Method):
             reset_bn_stats(child)
             optimizer = weight_optimizer(child, ctx.train_cfg)
             schedule = WarmupCosine(optimizer, fork_lr, finetune_epochs * ctx.trainer.steps_per_epoch())
-            ctx.trainer.run_phase("finetune", finetune_epochs, self.child_step(child, optimizer), child, schedule)
+            step = plain_step(child, optimizer, ctx.trainer.loss)
+            ctx.trainer.run_phase("finetune", finetune_epochs, step, child, schedule)
         return MethodResult(
             arch=arch.derive(),
             search_acc=search_acc,
@@ -84,6 +85,7 @@ class DSNAS(Method):
             extra={
                 "fixed_layers": {str(i): k for i, k in sorted(arch.fixed.items())},
                 "alpha_probs": arch.probs().detach().tolist(),
+                "alpha_lr": self.alpha_lr(),
             },
         )
 
@@ -95,7 +97,7 @@ class DSNAS(Method):
         init, opt = cfg["alpha_init"], cfg["alpha_optimizer"]
         arch = ArchParameters(ctx.space.candidate_mask(), init["mean"], init["std"], ctx.generator("alpha-init"))
         alpha_opt = torch.optim.Adam(
-            [arch.alpha], lr=opt["lr"], betas=tuple(opt["betas"]), weight_decay=opt["weight_decay"]
+            [arch.alpha], lr=self.alpha_lr(), betas=tuple(opt["betas"]), weight_decay=opt["weight_decay"]
         )
         weight_opt = weight_optimizer(supernet, ctx.train_cfg)
         steps = trainer.steps_per_epoch()
@@ -110,31 +112,24 @@ class DSNAS(Method):
         mflops = ctx.space.candidate_macs() / 1e6 if float(penalty.get("coef", 0.0)) > 0 else None
         estimator = ctx.estimator
 
-        def search_step(update_alpha: bool):
-            def step(x: Tensor, y: Tensor) -> StepOutput:
-                selection: Selection = estimator.sample(arch, sampler, ctx.device)
-                logits = supernet(x, selection)
-                loss = trainer.loss(logits, y)
-                weight_opt.zero_grad(set_to_none=True)
-                loss.backward()  # the only backward: weight gradients and every layer's credit
-                weight_opt.step()
-                if update_alpha and estimator.learns_alpha:
-                    grad = estimator.alpha_grad(arch, selection)
-                    if mflops is not None:
-                        extra = flops_penalty_grad(
-                            arch,
-                            selection.info["sample"],
-                            mflops,
-                            float(penalty["coef"]),
-                            float(penalty["threshold_mflops"]),
-                        )
-                        grad = grad if extra is None else grad + extra
-                    arch.alpha.grad = grad
-                    alpha_opt.step()
-                    arch.restore_fixed()
-                return StepOutput(loss.detach(), (logits.argmax(1) == y).sum(), y.shape[0])
+        def penalty_grad(selection: Selection) -> Tensor | None:
+            if mflops is None:
+                return None
+            coef, threshold = float(penalty["coef"]), float(penalty["threshold_mflops"])
+            return flops_penalty_grad(arch, selection.info["sample"], mflops, coef, threshold)
 
-            return step
+        def search_step(update_alpha: bool):
+            return estimator_step(
+                supernet,
+                estimator,
+                arch,
+                sampler,
+                ctx.device,
+                trainer.loss,
+                weight_opt,
+                alpha_opt if update_alpha else None,
+                penalty_grad,
+            )
 
         def alpha_info() -> dict[str, Any]:
             return {"alpha_entropy": arch.entropy(), "fixed_layers": len(arch.fixed), "argmax": list(arch.derive())}

@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 
-def _read_vm_hwm() -> int | None:
+def read_peak_rss() -> int | None:
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
             if line.startswith("VmHWM:"):
@@ -29,7 +29,7 @@ def _read_vm_hwm() -> int | None:
     return None
 
 
-def _reset_vm_hwm() -> bool:
+def reset_peak_rss() -> bool:
     try:
         Path("/proc/self/clear_refs").write_text("5")
         return True
@@ -58,14 +58,14 @@ class PeakMemory:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             torch.cuda.reset_peak_memory_stats(self.device)
-        elif not _reset_vm_hwm():
+        elif not reset_peak_rss():
             self.kind = "cpu_peak_rss_since_start"  # cannot reset: the process's lifetime peak
 
     def peak(self) -> int:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
             return int(torch.cuda.max_memory_allocated(self.device))
-        hwm = _read_vm_hwm()
+        hwm = read_peak_rss()
         return hwm if hwm is not None else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -31,7 +31,6 @@ class RunContext:
     method_cfg: Mapping[str, Any]
     estimator: Any  # methods.estimators.base.Estimator; typed loosely: nasbench never imports methods
     channels_last: bool = True
-    notes: dict[str, Any] = field(default_factory=dict)
 
     def generator(self, purpose: str) -> torch.Generator:
         """A CPU generator seeded by (seed, purpose): independent, reproducible streams."""

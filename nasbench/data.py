@@ -204,23 +204,16 @@ def load_data(cfg: Mapping[str, Any]) -> DataBundle:
         train, test = _load_image_folder(cfg)
     else:
         raise unknown_choice("data loader", kind, LOADERS)
-    num_classes = int(cfg["num_classes"]) if cfg.get("num_classes") else len(train.classes)
-    spec = InputSpec(
-        channels=int(cfg["channels"]),
-        size=int(cfg["size"]),
-        num_classes=num_classes,
-        mean=tuple(float(m) for m in cfg["mean"]),
-        std=tuple(float(s) for s in cfg["std"]),
-    )
+    spec = input_spec(cfg, num_classes=None if cfg.get("num_classes") else len(train.classes))
     return DataBundle(cfg["name"], spec, train, test, dict(cfg.get("augment") or {}))
 
 
-def input_spec(cfg: Mapping[str, Any]) -> InputSpec:
+def input_spec(cfg: Mapping[str, Any], num_classes: int | None = None) -> InputSpec:
     """The input spec from a data config alone, without loading data (for inspection)."""
     return InputSpec(
         channels=int(cfg["channels"]),
         size=int(cfg["size"]),
-        num_classes=int(cfg["num_classes"]),
+        num_classes=int(num_classes if num_classes is not None else cfg["num_classes"]),
         mean=tuple(float(m) for m in cfg["mean"]),
         std=tuple(float(s) for s in cfg["std"]),
     )

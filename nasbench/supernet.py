@@ -105,11 +105,6 @@ class Supernet(nn.Module):
         finally:
             self._slot.selection = None
 
-    def shared_parameters(self) -> list[nn.Parameter]:
-        """Parameters outside every choice block (stem, head): used by every path."""
-        in_blocks = {id(p) for b in self.choice_blocks() for p in b.parameters()}
-        return [p for p in self.parameters() if id(p) not in in_blocks]
-
 
 def one_hot_rows(indices: Tensor, num_classes: int) -> Tensor:
     """(L,) long -> (L, K) float one-hot rows."""

@@ -38,6 +38,22 @@ class StepOutput:
 StepFn = Callable[[Tensor, Tensor], StepOutput]
 
 
+def plain_step(
+    model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable[[Tensor, Tensor], Tensor]
+) -> StepFn:
+    """One training step of a stand-alone network (finetune, retrain, the benchmark's floor)."""
+
+    def step(x: Tensor, y: Tensor) -> StepOutput:
+        logits = model(x)
+        loss = loss_fn(logits, y)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return StepOutput(loss.detach(), (logits.argmax(1) == y).sum(), y.shape[0])
+
+    return step
+
+
 class NonFiniteLoss(UserError):
     """The loss became NaN or infinite; the message names phase, epoch and step."""
 
