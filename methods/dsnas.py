@@ -25,6 +25,7 @@ from torch import Tensor
 
 from methods.base import METHODS, Method, MethodResult, estimator_step
 from nasbench.arch_params import ArchParameters
+from nasbench.errors import UserError
 from nasbench.evaluate import reset_bn_stats
 from nasbench.supernet import Selection
 from nasbench.train import WarmupCosine, plain_step, weight_optimizer
@@ -92,7 +93,12 @@ class DSNAS(Method):
     def search(self, search_epochs: int, finetune_epochs: int) -> tuple[ArchParameters, torch.nn.Module, float]:
         """Warm-up and search phases; returns alpha, the forked child and the lr at the fork."""
         ctx, cfg, trainer = self.ctx, self.cfg, self.ctx.trainer
-        warmup_epochs = min(int(cfg.get("alpha_warmup_epochs", 0)), search_epochs - 1)
+        warmup_epochs = int(cfg.get("alpha_warmup_epochs", 0))
+        if not 0 <= warmup_epochs < search_epochs:
+            raise UserError(
+                f"method.alpha_warmup_epochs={warmup_epochs}: must be at least 0 and less than"
+                f" search_epochs={search_epochs}"
+            )
         supernet = ctx.place(ctx.space.build_supernet())
         init, opt = cfg["alpha_init"], cfg["alpha_optimizer"]
         arch = ArchParameters(ctx.space.candidate_mask(), init["mean"], init["std"], ctx.generator("alpha-init"))

@@ -19,32 +19,33 @@ from pathlib import Path
 import torch
 
 
-def read_peak_rss() -> int | None:
+def _proc_status_bytes(field: str) -> int | None:
+    """A memory figure of this process from /proc/self/status (Linux), in bytes."""
     try:
         for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{field}:"):
                 return int(line.split()[1]) * 1024
     except OSError:
         return None
     return None
 
 
+def read_peak_rss() -> int | None:
+    """The process's peak resident set since start or since :func:`reset_peak_rss`."""
+    return _proc_status_bytes("VmHWM")
+
+
+def current_rss_bytes() -> int | None:
+    return _proc_status_bytes("VmRSS")
+
+
 def reset_peak_rss() -> bool:
+    """Reset the peak resident set (``echo 5 > /proc/self/clear_refs``); False where unsupported."""
     try:
         Path("/proc/self/clear_refs").write_text("5")
         return True
     except OSError:
         return False
-
-
-def current_rss_bytes() -> int | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
-        return None
-    return None
 
 
 class PeakMemory:
