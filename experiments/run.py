@@ -30,12 +30,14 @@ from nasbench.errors import UserError
 from nasbench.finish import finish_run
 from nasbench.records import RunRecord
 from nasbench.spaces import SPACES
+from nasbench.spaces.base import InputSpec, SearchSpace
 from nasbench.train import Trainer
 
 log = logging.getLogger("run")
 
 
-def build_space(cfg: DictConfig, spec):  # noqa: ANN001, ANN201 - used by inspect_arch too
+def build_space(cfg: DictConfig, spec: InputSpec) -> SearchSpace:
+    """The configured space at the configured scale (shared by run, inspect_arch and bench)."""
     presets = cfg.space.get("presets") or {}
     if cfg.scale.name not in presets:
         raise UserError(

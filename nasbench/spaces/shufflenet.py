@@ -15,7 +15,8 @@ other; a stride-2 block transforms the whole input in two branches. Both concate
 from __future__ import annotations
 
 import copy
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -23,7 +24,7 @@ from torch import Tensor, nn
 from nasbench.flops import count_macs
 from nasbench.preprocess import InputAdapter
 from nasbench.spaces import SPACES
-from nasbench.spaces.base import Decision, SearchSpace
+from nasbench.spaces.base import Decision, InputSpec, SearchSpace
 from nasbench.supernet import Supernet
 
 CANDIDATES = ("shuffle3x3", "shuffle5x5", "shuffle7x7", "xception")
@@ -157,7 +158,7 @@ class ShuffleNetSpace(SearchSpace):
 
     name = "shufflenet"
 
-    def __init__(self, preset, inputs) -> None:  # noqa: ANN001 - see SearchSpace
+    def __init__(self, preset: Mapping[str, Any], inputs: InputSpec) -> None:
         super().__init__(preset, inputs)
         p = self.preset
         if len(p["stage_channels"]) != len(p["stage_repeats"]):
