@@ -25,7 +25,7 @@ class RunContext:
     device: torch.device
     meter: BudgetMeter
     trainer: Trainer
-    record: RunRecord | None
+    record: RunRecord
     seed: int
     train_cfg: Mapping[str, Any]
     method_cfg: Mapping[str, Any]

@@ -235,9 +235,8 @@ class TensorLoader:
         augment: Mapping[str, Any] | None = None,
         drop_last: bool = False,
         seed: int = 0,
-        device: torch.device | None = None,
     ) -> None:
-        self.data = data if device is None else data.to(device)
+        self.data = data
         self.batch_size = batch_size
         self.shuffle = shuffle
         self.augment = dict(augment or {})
@@ -293,14 +292,11 @@ def make_loader(
     augment: Mapping[str, Any] | None = None,
     drop_last: bool = False,
     seed: int = 0,
-    device: torch.device | None = None,
     workers: int = 2,
 ) -> Any:
     """A loader for either an in-memory set or a torch Dataset (ImageFolder)."""
     if isinstance(data, TensorImages):
-        return TensorLoader(
-            data, batch_size, shuffle=shuffle, augment=augment, drop_last=drop_last, seed=seed, device=device
-        )
+        return TensorLoader(data, batch_size, shuffle=shuffle, augment=augment, drop_last=drop_last, seed=seed)
     return _DatasetLoader(data, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed, workers=workers)
 
 
@@ -332,6 +328,11 @@ class _DatasetLoader:
             persistent_workers=False,
         )
         yield from loader
+
+
+def on_device(data: Any, device: torch.device) -> Any:
+    """An in-memory set on ``device`` (a torch Dataset stays where it is: its loader moves batches)."""
+    return data.to(device) if isinstance(data, TensorImages) else data
 
 
 def subset(data: Any, n: int | None) -> Any:

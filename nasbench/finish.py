@@ -35,11 +35,7 @@ def finish_run(
         cpu_child = copy.deepcopy(child).to("cpu", memory_format=torch.contiguous_format).eval()
         example = torch.rand(2, *spec.shape)
         meta = {"arch": ctx.space.encode(arch), "space": ctx.space.name, "input_shape": list(spec.shape)}
-        program = (
-            ctx.record.save_child(cpu_child, example, meta)
-            if ctx.record
-            else torch.export.export(cpu_child, (example,))
-        )
+        program = ctx.record.save_child(cpu_child, example, meta)
         deployed = program.module().to(ctx.device)
         final_acc, n_test = accuracy(deployed, ctx.trainer.test_loader(), ctx.device, train_mode_switch=False)
         params, macs = count_params(cpu_child), count_macs(cpu_child, torch.zeros(1, *spec.shape))
@@ -65,6 +61,5 @@ def finish_run(
         "torch": torch.__version__,
         "extra": dict(extra),
     }
-    if ctx.record:
-        ctx.record.write_summary(summary)
+    ctx.record.write_summary(summary)
     return summary

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from nasbench.budget import BudgetMeter
-from nasbench.data import DataBundle, make_loader, subset
+from nasbench.data import DataBundle, make_loader, on_device, subset
 from nasbench.errors import UserError
 
 
@@ -123,8 +123,9 @@ class Trainer:
     ) -> None:
         self.cfg, self.data, self.device, self.meter = cfg, data, device, meter
         self.metrics_path, self.seed, self.progress = metrics_path, seed, progress
-        self.train_set = subset(data.train, cfg.get("train_subset"))
-        self.test_set = subset(data.test, cfg.get("test_subset"))
+        # in-memory sets move to the device once; every loader of the run shares them
+        self.train_set = on_device(subset(data.train, cfg.get("train_subset")), device)
+        self.test_set = on_device(subset(data.test, cfg.get("test_subset")), device)
         self.criterion = nn.CrossEntropyLoss(label_smoothing=float(cfg.get("label_smoothing", 0.0)))
         self._loaders: dict[str, Any] = {}
 
@@ -139,7 +140,6 @@ class Trainer:
                 drop_last=True,
                 seed=self.seed,
                 augment=self.data.augment if augment and self.cfg.get("augment", True) else None,
-                device=self.device,
                 workers=int(self.cfg.get("workers", 2)),
             )
         return self._loaders[key]
@@ -150,7 +150,6 @@ class Trainer:
                 self.test_set,
                 int(self.cfg.get("eval_batch_size", 500)),
                 shuffle=False,
-                device=self.device,
                 workers=int(self.cfg.get("workers", 2)),
             )
         return self._loaders["test"]
