@@ -4,8 +4,9 @@
     python experiments/bench.py space=shufflenet scale=paper device=cuda batch_size=128
 
 For each configuration (``child``, the stand-alone network of one architecture, is the floor;
-the others are supernet steps of an estimator forced onto that same architecture) it measures,
-in a fresh process, the median wall time of a training step and the peak memory, on the same
+the others are the search steps of every method, with its default estimator, forced onto that
+same architecture) it measures, in a fresh process, the mean wall time of a training step
+(bilevel methods' alpha steps amortised over ``alpha_every``) and the peak memory, on the same
 random batch; it prints a table with the ratios to the child and writes it as CSV (``out=``).
 Configurations are interleaved over ``repeats`` rounds, and ratios are taken within a round.
 """
@@ -23,9 +24,10 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import cli
+from methods.base import METHODS
 from nasbench.data import input_spec
 from nasbench.device import resolve_device
-from nasbench.errors import UserError
+from nasbench.errors import UserError, unknown_choice
 from run import build_space
 
 FIELDS = ("round", "method", "step_ms", "step_ms_min", "peak_mem_bytes", "time_ratio", "mem_ratio")
@@ -40,10 +42,13 @@ def bench(cfg: DictConfig) -> list[dict]:
         if cfg.arch is not None
         else ",".join(map(str, space.sample(torch.Generator().manual_seed(int(cfg.seed)))))
     )
-    batch = int(cfg.batch_size or cfg.scale.train.batch_size)
+    batch = int(cfg.batch_size or cfg.budget.batch_size)
     if batch < 1 or int(cfg.steps) < 1:
         raise UserError("batch_size and steps must be at least 1")
-    configs = list(cfg.configs)
+    configs = list(cfg.configs) if cfg.configs else METHODS.names()
+    for config in configs:
+        if config != "child" and config not in METHODS:
+            raise unknown_choice("benchmark configuration", config, ["child", *METHODS.names()])
     if "child" not in configs:
         configs.insert(0, "child")
     rows = []

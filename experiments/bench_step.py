@@ -9,22 +9,68 @@ configuration's freed memory from hiding another's.
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 import sys
 import time
 
 import torch
+from omegaconf import OmegaConf
 
-import cli  # noqa: F401
-from methods.base import estimator_step
+from cli import CONF_DIR
+from methods.base import METHODS
 from methods.estimators.base import build_estimator
+from methods.steps import bilevel_step, estimator_step, held_out_alpha_step, weight_step
 from nasbench.arch_params import ArchParameters
 from nasbench.budget import current_rss_bytes, read_peak_rss, reset_peak_rss
 from nasbench.spaces import SPACES
 from nasbench.spaces.base import InputSpec
 from nasbench.supernet import one_hot_rows
 from nasbench.train import plain_step, weight_optimizer
+
+
+def method_step(
+    method: str,
+    model: torch.nn.Module,
+    space: object,
+    arch: tuple[int, ...],
+    x: torch.Tensor,
+    y: torch.Tensor,
+    device: torch.device,
+    loss_fn: torch.nn.Module,
+    train: dict,
+    seed: int,
+):
+    """The search step of ``method`` as its pipeline builds it (its default estimator; single
+    level, bilevel every ``alpha_every`` steps, or weights only), forced onto ``arch``: alpha is
+    peaked at it, so the estimator does all its work but samples the compared path. The held-out
+    batch of bilevel methods is the same batch."""
+    cfg = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "method" / f"{method}.yaml"))
+    estimator_name = next(v for d in cfg.pop("defaults") for k, v in d.items() if "estimator" in k)
+    estimator = build_estimator(
+        OmegaConf.to_container(OmegaConf.load(CONF_DIR / "estimator" / f"{estimator_name}.yaml"))
+    )
+    method_cls = METHODS.get(method)
+    params = ArchParameters(space.candidate_mask())
+    with torch.no_grad():
+        params.alpha.copy_(30.0 * one_hot_rows(torch.tensor(arch), space.max_candidates))
+    if not estimator.learns_alpha:  # uniform sampling ignores alpha: fix every decision instead
+        for i, k in enumerate(arch):
+            params.fix(i, k)
+    estimator.on_epoch_start(0, 1)
+    alpha_opt = torch.optim.Adam([params.alpha], lr=1e-3, betas=(0.5, 0.999))
+    gen = torch.Generator().manual_seed(seed)
+    args = (model, estimator, params, gen, device, loss_fn)
+    weight_opt = weight_optimizer(model, train)
+    if method_cls.alpha == "none":
+        return weight_step(*args, weight_opt)
+    if getattr(method_cls, "alpha_data", "train") == "train":
+        return estimator_step(*args, weight_opt, alpha_opt)
+    held_out = itertools.repeat((x, y))
+    return bilevel_step(
+        *args, weight_opt, held_out_alpha_step(*args, alpha_opt), held_out, int(cfg.get("alpha_every", 1))
+    )
 
 
 def measure(job: dict) -> dict:
@@ -49,18 +95,7 @@ def measure(job: dict) -> dict:
         step = plain_step(model, weight_optimizer(model, train), loss_fn)
     else:
         model = space.build_supernet().to(device, memory_format=fmt)
-        estimator = build_estimator({"name": job["config"]})
-        # alpha peaked at `arch`: the estimator does all its work but samples the compared path
-        params = ArchParameters(space.candidate_mask())
-        with torch.no_grad():
-            params.alpha.copy_(30.0 * one_hot_rows(torch.tensor(arch), space.max_candidates))
-        if not estimator.learns_alpha:  # uniform sampling ignores alpha: fix every decision instead
-            for i, k in enumerate(arch):
-                params.fix(i, k)
-        alpha_opt = torch.optim.Adam([params.alpha], lr=1e-3, betas=(0.5, 0.999))
-        gen = torch.Generator().manual_seed(job["seed"])
-        step = estimator_step(model, estimator, params, gen, device, loss_fn, weight_optimizer(model, train), alpha_opt)
-
+        step = method_step(job["config"], model, space, arch, x, y, device, loss_fn, train, job["seed"])
     times = []
     for i in range(job["warmup"] + job["steps"]):
         if device.type == "cuda":
@@ -77,7 +112,7 @@ def measure(job: dict) -> dict:
         peak = (read_peak_rss() or 0) - base
     return {
         "config": job["config"],
-        "step_ms": 1000 * statistics.median(times),
+        "step_ms": 1000 * statistics.mean(times),
         "step_ms_min": 1000 * min(times),
         "peak_mem_bytes": int(peak),
     }

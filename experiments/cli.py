@@ -14,11 +14,31 @@ if str(ROOT) not in sys.path:  # `python experiments/run.py` works from a checko
 
 from nasbench.errors import UserError, unknown_choice  # noqa: E402
 
-GROUP_KINDS = {"method": "method", "space": "space", "estimator": "estimator", "data": "data set", "scale": "scale"}
+GROUP_KINDS = {
+    "method": "method",
+    "space": "space",
+    "estimator": "estimator",
+    "data": "data set",
+    "scale": "scale",
+    "budget": "budget",
+}
 
 
-def group_options(group: str) -> list[str]:
-    return sorted(p.stem for p in (CONF_DIR / group).glob("*.yaml"))
+def search_dirs(argv: Sequence[str]) -> list[Path]:
+    """The shipped config folder plus every ``file://`` folder of ``hydra.searchpath=[...]``: a
+    user's own estimator or method config can live outside the repository."""
+    dirs = [CONF_DIR]
+    for arg in argv:
+        if arg.lstrip("+").startswith("hydra.searchpath="):
+            for entry in arg.split("=", 1)[1].strip("[]").split(","):
+                entry = entry.strip().strip("'\"")
+                if entry.startswith("file://"):
+                    dirs.append(Path(entry[len("file://") :]))
+    return dirs
+
+
+def group_options(group: str, argv: Sequence[str] = ()) -> list[str]:
+    return sorted({p.stem for d in search_dirs(argv) for p in (d / group).glob("*.yaml")})
 
 
 def _sweep_values(value: str) -> list[str]:
@@ -36,7 +56,7 @@ def check_group_choices(argv: Sequence[str], groups: Sequence[str] = tuple(GROUP
         key, value = arg.split("=", 1)
         key = key.lstrip("+~")
         if key in groups:
-            allowed = group_options(key)
+            allowed = group_options(key, argv)
             for v in _sweep_values(value):
                 if v not in allowed:
                     raise unknown_choice(GROUP_KINDS[key], v, allowed)

@@ -17,6 +17,7 @@ import time
 import hydra
 import torch
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 import cli  # noqa: F401  (sets the import path)
@@ -46,24 +47,44 @@ def build_space(cfg: DictConfig, spec: InputSpec) -> SearchSpace:
     return SPACES.get(cfg.space.name)(OmegaConf.to_container(presets[cfg.scale.name], resolve=True), spec)
 
 
+POSITIVE_BUDGET_KEYS = ("batch_size", "eval_batch_size", "bn_recal_batches")
+NON_NEGATIVE_BUDGET_KEYS = ("finetune_epochs", "retrain_epochs", "scored_archs", "warmup_epochs")
+
+
+def check_budget(cfg: DictConfig) -> dict:
+    """The resolved shared budget; refuses impossible numbers and method configs that would
+    change it for one method only (README, "Budgets")."""
+    budget = OmegaConf.to_container(cfg.budget, resolve=True)
+    for key in POSITIVE_BUDGET_KEYS:
+        if float(budget[key]) < 1:
+            raise UserError(f"budget.{key}={budget[key]}: must be at least 1")
+    for key in NON_NEGATIVE_BUDGET_KEYS:
+        if float(budget[key]) < 0:
+            raise UserError(f"budget.{key}={budget[key]}: must not be negative")
+    overlap = sorted(set(budget) & set(cfg.method) - {"name"})
+    if overlap:
+        raise UserError(
+            f"method {cfg.method.name} sets {', '.join('method.' + k for k in overlap)}, which belong to the shared"
+            " budget: every method trains under the same numbers; change them with budget.<key>=... for all methods"
+        )
+    budget["augmentation"] = OmegaConf.to_container(cfg.data.get("augment") or {}) if budget.get("augment") else {}
+    return budget
+
+
 def run(cfg: DictConfig) -> dict:
     started = time.perf_counter()
     record = RunRecord(HydraConfig.get().runtime.output_dir)
     record.guard(bool(cfg.overwrite))
     method_cls = METHODS.get(cfg.method.name)
     estimator = build_estimator(cfg.estimator)
-    device = resolve_device(cfg.device)
+    device = resolve_device(cfg.device, job_index())
     configure(device)
     torch.manual_seed(int(cfg.seed))
     data = load_data(cfg.data)
     space = build_space(cfg, data.spec)
-    train_cfg = OmegaConf.to_container(cfg.scale.train, resolve=True)
-    if int(train_cfg["batch_size"]) < 1:
-        raise UserError(f"batch_size={train_cfg['batch_size']}: must be at least 1")
+    budget = check_budget(cfg)
     meter = BudgetMeter(device)
-    trainer = Trainer(
-        train_cfg, data, device, meter, record.metrics_path, seed=int(cfg.seed), progress=bool(cfg.progress)
-    )
+    trainer = Trainer(budget, data, device, meter, record.metrics_path, seed=int(cfg.seed), progress=bool(cfg.progress))
     ctx = RunContext(
         space=space,
         data=data,
@@ -72,7 +93,7 @@ def run(cfg: DictConfig) -> dict:
         trainer=trainer,
         record=record,
         seed=int(cfg.seed),
-        train_cfg=train_cfg,
+        budget=budget,
         method_cfg=OmegaConf.to_container(cfg.method, resolve=True),
         estimator=estimator,
         channels_last=bool(cfg.channels_last),
@@ -96,6 +117,7 @@ def run(cfg: DictConfig) -> dict:
         "scale": cfg.scale.name,
         "seed": int(cfg.seed),
         "one_stage": method_cls.one_stage,
+        "budget": budget,
     }
     summary = finish_run(ctx, result.arch, result.search_acc, result.child, identity, result.extra, started)
     log.info(
@@ -109,6 +131,13 @@ def run(cfg: DictConfig) -> dict:
         record.summary_path,
     )
     return summary
+
+
+def job_index() -> int | None:
+    """The job's number in a multirun sweep (None in a single run): parallel jobs on a host with
+    several GPUs take one each (design.md, "Where a user outgrows one machine")."""
+    hc = HydraConfig.get()
+    return int(hc.job.num) if hc.mode == RunMode.MULTIRUN else None
 
 
 def refuse_complete_run_dir(argv: list[str]) -> None:

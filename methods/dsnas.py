@@ -23,7 +23,9 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from methods.base import METHODS, Method, MethodResult, estimator_step
+from methods.base import METHODS, Method, MethodResult
+from methods.phases import run_search_phase, start_search
+from methods.steps import estimator_step, weight_step
 from nasbench.arch_params import ArchParameters
 from nasbench.errors import UserError
 from nasbench.evaluate import reset_bn_stats
@@ -66,6 +68,20 @@ def flops_penalty_grad(
 class DSNAS(Method):
     name = "dsnas"
     one_stage = True
+    alpha = "optional"
+
+    def check_estimator(self, estimator) -> None:
+        super().check_estimator(estimator)
+        if float((self.cfg.get("flops_penalty") or {}).get("coef", 0.0)) > 0 and not estimator.single_path:
+            raise UserError(
+                f"method.flops_penalty needs the sampled path's FLOPs; estimator {estimator.name} runs every"
+                " candidate: use a single-path estimator (dsnas, gumbel_st, binary_gate) or flops_penalty.coef=0"
+            )
+        if getattr(estimator, "needs_reward", False):
+            raise UserError(
+                f"estimator {estimator.name} learns from a held-out reward; dsnas updates alpha from the"
+                " training batch's backward: use method=reinforce"
+            )
 
     def run(self) -> MethodResult:
         ctx = self.ctx
@@ -75,7 +91,7 @@ class DSNAS(Method):
         search_acc = ctx.search_accuracy(child)
         if finetune_epochs:  # with no finetune the recalibrated statistics are the deployed ones
             reset_bn_stats(child)
-            optimizer = weight_optimizer(child, ctx.train_cfg)
+            optimizer = weight_optimizer(child, ctx.budget)
             schedule = WarmupCosine(optimizer, fork_lr, finetune_epochs * ctx.trainer.steps_per_epoch())
             step = plain_step(child, optimizer, ctx.trainer.loss)
             ctx.trainer.run_phase("finetune", finetune_epochs, step, child, schedule)
@@ -92,28 +108,15 @@ class DSNAS(Method):
 
     def search(self, search_epochs: int, finetune_epochs: int) -> tuple[ArchParameters, torch.nn.Module, float]:
         """Warm-up and search phases; returns alpha, the forked child and the lr at the fork."""
-        ctx, cfg, trainer = self.ctx, self.cfg, self.ctx.trainer
+        ctx, cfg = self.ctx, self.cfg
         warmup_epochs = int(cfg.get("alpha_warmup_epochs", 0))
         if not 0 <= warmup_epochs < search_epochs:
             raise UserError(
                 f"method.alpha_warmup_epochs={warmup_epochs}: must be at least 0 and less than"
                 f" search_epochs={search_epochs}"
             )
-        supernet = ctx.place(ctx.space.build_supernet())
-        init, opt = cfg["alpha_init"], cfg["alpha_optimizer"]
-        arch = ArchParameters(ctx.space.candidate_mask(), init["mean"], init["std"], ctx.generator("alpha-init"))
-        alpha_opt = torch.optim.Adam(
-            [arch.alpha], lr=self.alpha_lr(), betas=tuple(opt["betas"]), weight_decay=opt["weight_decay"]
-        )
-        weight_opt = weight_optimizer(supernet, ctx.train_cfg)
-        steps = trainer.steps_per_epoch()
-        schedule = WarmupCosine(  # the cosine spans search and finetune: the fork stops it early
-            weight_opt,
-            float(ctx.train_cfg["lr"]),
-            (search_epochs + finetune_epochs) * steps,
-            warmup_steps=round(float(ctx.train_cfg.get("warmup_epochs", 0)) * steps),
-        )
-        sampler = ctx.generator("arch-sample")
+        # the cosine spans search and finetune: the fork stops it early (official code)
+        s = start_search(self, search_epochs, finetune_epochs * ctx.trainer.steps_per_epoch())
         penalty = cfg.get("flops_penalty") or {}
         mflops = ctx.space.candidate_macs() / 1e6 if float(penalty.get("coef", 0.0)) > 0 else None
         estimator = ctx.estimator
@@ -122,38 +125,21 @@ class DSNAS(Method):
             if mflops is None:
                 return None
             coef, threshold = float(penalty["coef"]), float(penalty["threshold_mflops"])
-            return flops_penalty_grad(arch, selection.info["sample"], mflops, coef, threshold)
-
-        def search_step(update_alpha: bool):
-            return estimator_step(
-                supernet,
-                estimator,
-                arch,
-                sampler,
-                ctx.device,
-                trainer.loss,
-                weight_opt,
-                alpha_opt if update_alpha else None,
-                penalty_grad,
-            )
-
-        def alpha_info() -> dict[str, Any]:
-            return {"alpha_entropy": arch.entropy(), "fixed_layers": len(arch.fixed), "argmax": list(arch.derive())}
+            return flops_penalty_grad(s.arch, selection.info["sample"], mflops, coef, threshold)
 
         def on_search_epoch(epoch: int) -> dict[str, Any]:
-            newly = early_fix(arch, float(cfg["early_fix_threshold"])) if estimator.learns_alpha else []
+            newly = early_fix(s.arch, float(cfg["early_fix_threshold"])) if estimator.learns_alpha else []
             return {"newly_fixed": newly, **estimator.on_epoch_start(epoch, search_epochs)}
 
-        if warmup_epochs:
-            trainer.run_phase("warmup", warmup_epochs, search_step(False), supernet, schedule, epoch_info=alpha_info)
-        trainer.run_phase(
+        args = (s.supernet, estimator, s.arch, s.sampler, ctx.device, ctx.trainer.loss, s.weight_opt)
+        run_search_phase(ctx, "warmup", warmup_epochs, weight_step(*args), s)
+        run_search_phase(
+            ctx,
             "search",
             search_epochs - warmup_epochs,
-            search_step(True),
-            supernet,
-            schedule,
-            on_epoch_start=on_search_epoch,
-            epoch_info=alpha_info,
+            estimator_step(*args, s.alpha_opt, penalty_grad),
+            s,
+            on_search_epoch,
         )
-        child = ctx.place(ctx.space.build_child(arch.derive(), supernet))
-        return arch, child, schedule.lr()
+        child = ctx.place(ctx.space.build_child(s.arch.derive(), s.supernet))
+        return s.arch, child, s.schedule.lr()

@@ -27,7 +27,7 @@ class RunContext:
     trainer: Trainer
     record: RunRecord
     seed: int
-    train_cfg: Mapping[str, Any]
+    budget: Mapping[str, Any]
     method_cfg: Mapping[str, Any]
     estimator: Any  # methods.estimators.base.Estimator; typed loosely: nasbench never imports methods
     channels_last: bool = True
@@ -47,7 +47,7 @@ class RunContext:
         in the run's device-hours: it is a measurement of the benchmark, not part of the method)."""
         with self.meter.phase(phase, counted=False):
             recalibrate_bn(
-                child, self.trainer.train_loader(augment=False), int(self.train_cfg["bn_recal_batches"]), self.device
+                child, self.trainer.train_loader(augment=False), int(self.budget["bn_recal_batches"]), self.device
             )
             acc, _ = accuracy(child, self.trainer.test_loader(), self.device)
         return acc

@@ -335,6 +335,25 @@ def on_device(data: Any, device: torch.device) -> Any:
     return data.to(device) if isinstance(data, TensorImages) else data
 
 
+def split(data: Any, fraction: float, seed: int) -> tuple[Any, Any]:
+    """(kept part, held-out part): a random ``fraction`` of ``data`` held out, fixed by ``seed``.
+
+    The held-out part is the validation split of search (DARTS Sec. 3: half of the training set;
+    SPOS and ProxylessNAS: 50k ImageNet training images); the test set is never used in search.
+    """
+    if not 0.0 < fraction < 1.0:
+        raise UserError(f"valid_fraction={fraction}: must lie strictly between 0 and 1")
+    n = len(data)
+    held = max(1, round(n * fraction))
+    if held >= n:
+        raise UserError(f"valid_fraction={fraction} leaves no training images out of {n}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    keep, out = order[held:].sort().values, order[:held].sort().values
+    if isinstance(data, TensorImages):
+        return TensorImages(data.images[keep], data.labels[keep]), TensorImages(data.images[out], data.labels[out])
+    return torch.utils.data.Subset(data, keep.tolist()), torch.utils.data.Subset(data, out.tolist())
+
+
 def subset(data: Any, n: int | None) -> Any:
     """``n`` items of a data set, or all of it when ``n`` is None.
 

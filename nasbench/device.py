@@ -7,10 +7,13 @@ import torch
 from nasbench.errors import UserError
 
 
-def resolve_device(name: str) -> torch.device:
+def resolve_device(name: str, job: int | None = None) -> torch.device:
+    """``auto``: a GPU where there is one; in sweep job ``job`` on a multi-GPU host, GPU job mod n."""
     name = str(name).strip().lower()
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        if not torch.cuda.is_available():
+            return torch.device("cpu")
+        return torch.device("cuda", 0 if job is None else job % torch.cuda.device_count())
     if name == "cpu":
         return torch.device("cpu")
     if name.startswith("cuda"):

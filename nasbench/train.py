@@ -13,7 +13,7 @@ import json
 import math
 import time
 import zlib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from nasbench.budget import BudgetMeter
-from nasbench.data import DataBundle, make_loader, on_device, subset
+from nasbench.data import DataBundle, make_loader, on_device, split, subset
 from nasbench.errors import UserError
 
 
@@ -126,23 +126,51 @@ class Trainer:
         # in-memory sets move to the device once; every loader of the run shares them
         self.train_set = on_device(subset(data.train, cfg.get("train_subset")), device)
         self.test_set = on_device(subset(data.test, cfg.get("test_subset")), device)
+        # search trains the weights on one part of the training set and holds the other out for
+        # alpha steps, rewards and candidate scoring; finetune and retrain use all of it
+        self.search_set, self.valid_set = split(
+            self.train_set, float(cfg.get("valid_fraction", 0.2)), int(cfg.get("split_seed", 0))
+        )
         self.criterion = nn.CrossEntropyLoss(label_smoothing=float(cfg.get("label_smoothing", 0.0)))
         self._loaders: dict[str, Any] = {}
 
     # ----- data ----------------------------------------------------------------------------
-    def train_loader(self, augment: bool = True) -> Any:
-        key = f"train-{augment}"
+    def _loader(self, part: str, augment: bool, shuffle: bool = True) -> Any:
+        key = f"{part}-{augment}-{shuffle}"
         if key not in self._loaders:
+            data = {"train": self.train_set, "search": self.search_set, "valid": self.valid_set}[part]
             self._loaders[key] = make_loader(
-                self.train_set,
+                data,
                 int(self.cfg["batch_size"]),
-                shuffle=True,
-                drop_last=True,
-                seed=self.seed,
+                shuffle=shuffle,
+                drop_last=shuffle,
+                seed=self.seed + {"train": 0, "search": 0, "valid": 7919}[part],
                 augment=self.data.augment if augment and self.cfg.get("augment", True) else None,
                 workers=int(self.cfg.get("workers", 2)),
             )
         return self._loaders[key]
+
+    def train_loader(self, augment: bool = True) -> Any:
+        """The whole training set: finetune, retrain, BatchNorm recalibration of a final child."""
+        return self._loader("train", augment)
+
+    def search_loader(self, augment: bool = True) -> Any:
+        """The training part of the search split: supernet weights of every method."""
+        return self._loader("search", augment)
+
+    def valid_loader(self, augment: bool = False, shuffle: bool = False) -> Any:
+        """The held-out part of the search split (alpha steps augment it, as DARTS does)."""
+        return self._loader("valid", augment, shuffle)
+
+    def valid_stream(self, augment: bool = True) -> Iterator[tuple[Tensor, Tensor]]:
+        """Held-out batches without end, reshuffled each pass: one per alpha step (bilevel)."""
+        loader = self._loader("valid", augment, True)
+        epoch = 0
+        while True:
+            loader.set_epoch(zlib.crc32(f"valid:{epoch}".encode()))
+            for x, y in loader:
+                yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+            epoch += 1
 
     def test_loader(self) -> Any:
         if "test" not in self._loaders:
@@ -154,8 +182,8 @@ class Trainer:
             )
         return self._loaders["test"]
 
-    def steps_per_epoch(self) -> int:
-        return len(self.train_loader())
+    def steps_per_epoch(self, search: bool = False) -> int:
+        return len(self.search_loader() if search else self.train_loader())
 
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
         return self.criterion(logits, target)
@@ -176,13 +204,15 @@ class Trainer:
         schedule: WarmupCosine | None = None,
         on_epoch_start: Callable[[int], Mapping[str, Any] | None] | None = None,
         epoch_info: Callable[[], Mapping[str, Any]] | None = None,
+        search: bool = False,
     ) -> None:
         """Train ``epochs`` epochs of ``step`` over the training set, metered as phase ``name``.
 
         ``on_epoch_start(epoch)`` may return fields for the epoch's metrics record (early fix);
         ``epoch_info()`` adds fields at the epoch's end (temperature, alpha entropy).
+        ``search=True`` trains on the search split's training part instead of the whole set.
         """
-        loader = self.train_loader()
+        loader = self.search_loader() if search else self.train_loader()
         with self.meter.phase(name) as record:
             for epoch in range(epochs):
                 start = time.perf_counter()

@@ -44,8 +44,8 @@ def test_unknown_name_in_a_sweep_list(tmp_path) -> None:
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["scale.train.search_epochs=0"], "search_epochs=0: must be at least 1"),
-        (["scale.train.batch_size=0"], "batch_size=0: must be at least 1"),
+        (["budget.search_epochs=0"], "search_epochs=0: must be at least 1"),
+        (["budget.batch_size=0"], "budget.batch_size=0: must be at least 1"),
         (["method.alpha_warmup_epochs=1"], "alpha_warmup_epochs=1: must be at least 0 and less than search_epochs=1"),
         (["data.root=/nonexistent/fmnist"], "data.root=/nonexistent/fmnist holds no Fashion-MNIST"),
         (["data=cifar10"], "data=cifar10 needs data.root="),

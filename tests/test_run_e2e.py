@@ -170,7 +170,7 @@ def test_flops_penalty_steers_alpha_to_cheaper_ops(tmp_path: Path) -> None:
         tmp_path / "run",
         "method.flops_penalty.coef=2000",
         "method.flops_penalty.threshold_mflops=0",
-        "scale.train.search_epochs=4",
+        "budget.search_epochs=4",
     )
     macs = tiny_space().candidate_macs().float()
     probs = torch.tensor(summary["extra"]["alpha_probs"])

@@ -1,0 +1,88 @@
+"""The two-stage gradient pipeline shared by SNAS, DARTS, GDAS, ProxylessNAS and REINFORCE.
+
+Phases: an optional weight warm-up (paths sampled from the initial distribution, alpha frozen;
+ProxylessNAS Sec. 4), the search (weights and alpha), the derivation of the argmax architecture
+(every paper's rule on these spaces: the most likely op per choice layer or cell edge), its
+search-stage accuracy with inherited weights, and the retrain from scratch. The methods differ
+only in where alpha's data comes from (``alpha_data``) and how often alpha steps
+(``method.alpha_every``); the estimator is the method config's default or ``estimator=...``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar
+
+from methods.base import Method, MethodResult
+from methods.phases import (
+    SupernetSearch,
+    alpha_extra,
+    estimator_schedule,
+    run_search_phase,
+    start_search,
+    two_stage_finish,
+)
+from methods.steps import bilevel_step, estimator_step, held_out_alpha_step, weight_step
+from nasbench.errors import UserError
+from nasbench.train import StepFn
+
+
+class AlphaSearch(Method):
+    """Base class: subclasses set ``name`` and ``alpha_data`` ("train": single level; "valid":
+    alpha steps on held-out batches, bilevel)."""
+
+    one_stage = False
+    alpha_data: ClassVar[str] = "valid"
+
+    def check_estimator(self, estimator) -> None:
+        super().check_estimator(estimator)
+        if getattr(estimator, "needs_reward", False) and self.alpha_data != "valid":
+            raise UserError(
+                f"estimator {estimator.name} learns from a reward on held-out batches, but method {self.name}"
+                " updates alpha from the training loss; use a method with held-out alpha steps"
+                " (reinforce, darts, gdas, proxyless)"
+            )
+
+    def alpha_every(self) -> int:
+        every = int(self.cfg.get("alpha_every", 1))
+        if every < 1:
+            raise UserError(f"method.alpha_every={every}: must be at least 1")
+        return every
+
+    def warmup_epochs(self, search_epochs: int) -> int:
+        """Weight-only warm-up epochs inside the search budget (``method.weight_warmup_fraction``)."""
+        fraction = float(self.cfg.get("weight_warmup_fraction", 0.0))
+        if not 0.0 <= fraction < 1.0:
+            raise UserError(f"method.weight_warmup_fraction={fraction}: must be at least 0 and less than 1")
+        return math.floor(fraction * search_epochs)
+
+    def search_step(self, s: SupernetSearch) -> StepFn:
+        ctx = self.ctx
+        args = (s.supernet, ctx.estimator, s.arch, s.sampler, ctx.device, ctx.trainer.loss)
+        if self.alpha_data == "train":
+            return estimator_step(*args, s.weight_opt, s.alpha_opt)
+        alpha_step = held_out_alpha_step(*args, s.alpha_opt)
+        return bilevel_step(*args, s.weight_opt, alpha_step, ctx.trainer.valid_stream(), self.alpha_every())
+
+    def run(self) -> MethodResult:
+        ctx = self.ctx
+        search_epochs = self.epochs("search_epochs", minimum=1)
+        warmup = self.warmup_epochs(search_epochs)
+        s = start_search(self, search_epochs)
+        run_search_phase(
+            ctx,
+            "warmup",
+            warmup,
+            weight_step(s.supernet, ctx.estimator, s.arch, s.sampler, ctx.device, ctx.trainer.loss, s.weight_opt),
+            s,
+        )
+        run_search_phase(
+            ctx,
+            "search",
+            search_epochs - warmup,
+            self.search_step(s),
+            s,
+            estimator_schedule(ctx, search_epochs - warmup),
+        )
+        arch = s.arch.derive()
+        return two_stage_finish(ctx, arch, s.supernet, alpha_extra(self, s.arch))

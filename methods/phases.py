@@ -1,0 +1,137 @@
+"""Phases shared by the pipelines: supernet set-up, search epochs, inheriting, retraining.
+
+Every method searches under the same budget (README, "Budgets"): the same weight optimizer
+and schedule over ``search_epochs`` epochs of the search split, the same alpha initialisation
+and optimizer family, and two-stage methods retrain with the same recipe for
+``retrain_epochs`` epochs of the whole training set.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from methods.base import Method, MethodResult
+from nasbench.arch_params import ArchParameters
+from nasbench.context import RunContext
+from nasbench.errors import UserError
+from nasbench.spaces.base import Arch
+from nasbench.supernet import Supernet
+from nasbench.train import StepFn, WarmupCosine, plain_step, weight_optimizer
+
+
+@dataclass
+class SupernetSearch:
+    """The state of one supernet search: network, alpha and both optimizers."""
+
+    supernet: Supernet
+    arch: ArchParameters
+    weight_opt: torch.optim.Optimizer
+    schedule: WarmupCosine
+    alpha_opt: torch.optim.Optimizer | None
+    sampler: torch.Generator
+
+    def alpha_info(self) -> dict[str, Any]:
+        """Per-epoch metrics of the architecture distribution."""
+        return {
+            "alpha_entropy": self.arch.entropy(),
+            "fixed_layers": len(self.arch.fixed),
+            "argmax": list(self.arch.derive()),
+        }
+
+
+def start_search(method: Method, search_epochs: int, horizon_extra_steps: int = 0) -> SupernetSearch:
+    """Build the supernet, alpha (``method.alpha_init``) and the optimizers.
+
+    The weights' cosine spans ``search_epochs`` of the search split plus ``horizon_extra_steps``
+    (DSNAS: the finetune after the fork continues the same cosine). alpha uses Adam with the
+    method's published lr, betas and weight decay (``method.alpha_optimizer``), times the
+    budget's ``arch_lr_multiplier``.
+    """
+    ctx, cfg = method.ctx, method.cfg
+    supernet = ctx.place(ctx.space.build_supernet())
+    init = cfg.get("alpha_init") or {"mean": 0.0, "std": 1e-3}
+    arch = ArchParameters(ctx.space.candidate_mask(), init["mean"], init["std"], ctx.generator("alpha-init"))
+    alpha_opt = None
+    if ctx.estimator.learns_alpha and "alpha_optimizer" in cfg:
+        opt = cfg["alpha_optimizer"]
+        alpha_opt = torch.optim.Adam(
+            [arch.alpha], lr=method.alpha_lr(), betas=tuple(opt["betas"]), weight_decay=float(opt["weight_decay"])
+        )
+    weight_opt = weight_optimizer(supernet, ctx.budget)
+    steps = ctx.trainer.steps_per_epoch(search=True)
+    schedule = WarmupCosine(
+        weight_opt,
+        float(ctx.budget["lr"]),
+        search_epochs * steps + horizon_extra_steps,
+        warmup_steps=round(float(ctx.budget.get("warmup_epochs", 0)) * steps),
+    )
+    return SupernetSearch(supernet, arch, weight_opt, schedule, alpha_opt, ctx.generator("arch-sample"))
+
+
+def run_search_phase(
+    ctx: RunContext,
+    name: str,
+    epochs: int,
+    step: StepFn,
+    search: SupernetSearch,
+    on_epoch_start: Callable[[int], Mapping[str, Any] | None] | None = None,
+) -> None:
+    """``epochs`` epochs of ``step`` over the search split, metered as phase ``name``."""
+    if epochs > 0:
+        ctx.trainer.run_phase(
+            name,
+            epochs,
+            step,
+            search.supernet,
+            search.schedule,
+            on_epoch_start=on_epoch_start,
+            epoch_info=search.alpha_info,
+            search=True,
+        )
+
+
+def estimator_schedule(ctx: RunContext, epochs: int) -> Callable[[int], Mapping[str, Any]]:
+    """The estimator's per-epoch hook (temperature schedules) for a search of ``epochs``."""
+    return lambda epoch: ctx.estimator.on_epoch_start(epoch, epochs)
+
+
+def inherit(ctx: RunContext, arch: Arch, supernet: Supernet) -> tuple[nn.Module, float]:
+    """The child of ``arch`` with the supernet's weights and its search-stage accuracy (after
+    BatchNorm recalibration; uncounted, it measures the benchmark, not the method)."""
+    child = ctx.place(ctx.space.build_child(arch, supernet))
+    return child, ctx.search_accuracy(child)
+
+
+def retrain(ctx: RunContext, arch: Arch) -> nn.Module:
+    """Train the child of ``arch`` from scratch with the shared recipe (phase ``retrain``)."""
+    epochs = int(ctx.budget["retrain_epochs"])
+    if epochs < 1:
+        raise UserError(f"retrain_epochs={epochs}: a two-stage method must retrain for at least 1 epoch")
+    child = ctx.place(ctx.space.build_child(arch))
+    optimizer = weight_optimizer(child, ctx.budget)
+    steps = ctx.trainer.steps_per_epoch()
+    schedule = WarmupCosine(
+        optimizer,
+        float(ctx.budget["lr"]),
+        epochs * steps,
+        warmup_steps=round(float(ctx.budget.get("warmup_epochs", 0)) * steps),
+    )
+    ctx.trainer.run_phase("retrain", epochs, plain_step(child, optimizer, ctx.trainer.loss), child, schedule)
+    return child
+
+
+def two_stage_finish(ctx: RunContext, arch: Arch, supernet: Supernet, extra: Mapping[str, Any]) -> MethodResult:
+    """Measure the derived child with inherited weights, then retrain it from scratch."""
+    _, search_acc = inherit(ctx, arch, supernet)
+    child = retrain(ctx, arch)
+    return MethodResult(arch=arch, search_acc=search_acc, child=child, extra=dict(extra))
+
+
+def alpha_extra(method: Method, arch: ArchParameters) -> dict[str, Any]:
+    """What every alpha-learning method records about its final distribution."""
+    return {"alpha_probs": arch.probs().detach().tolist(), "alpha_lr": method.alpha_lr()}
