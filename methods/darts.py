@@ -58,7 +58,7 @@ def second_order_alpha_step(s: SupernetSearch, estimator: Estimator, device: tor
             s.arch.alpha.grad[i] = 0.0
         s.alpha_opt.step()
         s.arch.restore_fixed()
-        return {"valid_loss": float(valid_loss)}
+        return {"valid_loss": float(valid_loss.detach())}
 
     return alpha_step
 

@@ -154,7 +154,7 @@ def held_out_alpha_step(
         loss = loss_fn(supernet(xv, selection), yv)
         loss.backward(inputs=[_signal_leaf(arch, selection)])
         apply_alpha_update(estimator, arch, selection, alpha_opt)
-        return {"valid_loss": float(loss)}
+        return {"valid_loss": float(loss.detach())}
 
     return alpha_step
 

@@ -7,12 +7,19 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+import sys
 from collections.abc import Callable, Iterator
 from typing import Generic, TypeVar
 
 from nasbench.errors import unknown_choice
 
 T = TypeVar("T")
+_ALL: dict[tuple[str, str], Registry] = {}
+
+
+def _registry(home: str, kind: str) -> Registry:
+    importlib.import_module(home)
+    return _ALL[(home, kind)]
 
 
 class Registry(Generic[T]):
@@ -21,8 +28,16 @@ class Registry(Generic[T]):
     def __init__(self, kind: str, package: str | None = None) -> None:
         self.kind = kind
         self._package = package
+        # the module that holds this registry: pickling refers to it by name (below)
+        self._home = sys._getframe(1).f_globals.get("__name__", "")
+        _ALL[(self._home, kind)] = self
         self._entries: dict[str, T] = {}
         self._discovered = False
+
+    def __reduce__(self) -> tuple:
+        """Pickle by reference: a sweep launcher (joblib/loky, submitit) that ships the task
+        function to another process must find the one live registry there, not an empty copy."""
+        return (_registry, (self._home, self.kind))
 
     def register(self, name: str) -> Callable[[T], T]:
         """Class decorator: ``@REGISTRY.register("name")``."""

@@ -55,6 +55,17 @@ def check_summary(summary: dict, method: str, space: str) -> None:
         }
     assert summary["total_device_hours"] == pytest.approx(sum(p["device_hours"] for p in counted))
     assert summary["peak_mem_bytes"] == max(p["peak_mem_bytes"] for p in counted)
+    names = [p["name"] for p in counted]
+    assert "search" in names
+    if summary["one_stage"]:
+        assert "retrain" not in names
+    else:  # two-stage: the retrain from scratch is counted in the total, with the budget's epochs
+        (retrain,) = [p for p in counted if p["name"] == "retrain"]
+        assert retrain["epochs"] == summary["budget"]["retrain_epochs"] >= 1
+    budget = OmegaConf.load(ROOT / "experiments" / "conf" / "budget" / f"{summary['scale']}.yaml")
+    recorded = {k: v for k, v in summary["budget"].items() if k not in ("data", "augmentation")}
+    assert recorded == {k: v for k, v in OmegaConf.to_container(budget).items() if k != "data"}
+    assert summary["budget"]["data"] == summary["data"]
 
 
 @pytest.mark.parametrize("space", SPACES.names())
@@ -62,6 +73,9 @@ def check_summary(summary: dict, method: str, space: str) -> None:
 def test_every_method_on_every_space_runs_a_tiny_search(method: str, space: str, tmp_path: Path) -> None:
     summary = _tiny_run(tmp_path / "run", f"method={method}", f"space={space}")
     check_summary(summary, method, space)
+    searched = tiny_space(space)  # the arch is a valid architecture of the space, in its own format
+    assert summary["arch_ops"] == searched.describe(searched.decode(summary["arch"]))
+    assert summary["final_acc"] > 0.2, "the deployed child learns well above chance (0.1)"
 
 
 def test_tiny_run_writes_a_complete_valid_record(tiny_run: Path) -> None:
