@@ -20,7 +20,7 @@ def one_line_error(proc) -> str:
 @pytest.mark.parametrize(
     "overrides, message",
     [
-        (["method=darts", "estimator=uniform"], "method darts learns alpha, but estimator uniform gives alpha no signal"),
+        (["method=darts", "estimator=uniform"], "method darts learns alpha, but estimator uniform gives alpha no"),
         (["method=spos", "estimator=dsnas"], "method spos trains its supernet without alpha"),
         (["method=snas", "estimator=reinforce"], "estimator reinforce learns from a reward on held-out batches"),
         (["method=reinforce", "estimator=softmax"], "method reinforce scores paths with a reward"),

@@ -30,7 +30,9 @@ class DSNASWithBaseline(DSNASEstimator):
 
     def alpha_grad(self, arch, selection):
         credit = self.credit(selection)
-        self.baseline = credit.clone() if self.baseline is None else self.decay * self.baseline + (1 - self.decay) * credit
+        if self.baseline is None:
+            self.baseline = credit.clone()
+        self.baseline = self.decay * self.baseline + (1 - self.decay) * credit
         self.calls += 1
         probs, sample = selection.info["probs"], selection.info["sample"]
         grad = (credit - self.baseline)[:, None] * (one_hot_rows(sample, probs.shape[1]) - probs)

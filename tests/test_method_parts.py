@@ -34,7 +34,9 @@ class ToyNet(Supernet):
 
 def _functional_loss(net: ToyNet, params: dict, alpha: torch.Tensor, x: torch.Tensor, y: torch.Tensor):
     p = torch.softmax(alpha, -1)
-    h = sum(p[0, k] * F.linear(x, params[f"a.candidates.{k}.weight"], params[f"a.candidates.{k}.bias"]) for k in range(3))
+    h = sum(
+        p[0, k] * F.linear(x, params[f"a.candidates.{k}.weight"], params[f"a.candidates.{k}.bias"]) for k in range(3)
+    )
     out = sum(
         p[1, k] * F.linear(torch.tanh(h), params[f"b.candidates.{k}.1.weight"], params[f"b.candidates.{k}.1.bias"])
         for k in range(3)
