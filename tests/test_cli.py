@@ -20,12 +20,19 @@ def one_line_error(proc) -> str:
     return lines[0]
 
 
+METHOD_NAMES = "darts, dsnas, gdas, proxyless, random, reinforce, snas, spos"
+
+
 @pytest.mark.parametrize(
     "override, expected",
     [
-        ("method=foo", "error: unknown method 'foo'; choose one of: dsnas"),
-        ("space=foo", "error: unknown space 'foo'; choose one of: shufflenet"),
-        ("estimator=foo", "error: unknown estimator 'foo'; choose one of: dsnas, uniform"),
+        ("method=foo", f"error: unknown method 'foo'; choose one of: {METHOD_NAMES}"),
+        ("space=foo", "error: unknown space 'foo'; choose one of: nb201, shufflenet"),
+        (
+            "estimator=foo",
+            "error: unknown estimator 'foo'; choose one of: binary_gate, dsnas, gumbel_softmax, gumbel_st, reinforce,"
+            " softmax, uniform",
+        ),
         ("data=foo", "error: unknown data set 'foo'; choose one of: cifar10, cifar100, fashion_mnist, imagenet"),
         ("scale=huge", "error: unknown scale 'huge'; choose one of: cpu, paper, tiny"),
     ],
@@ -38,7 +45,7 @@ def test_unknown_names_give_one_line_with_the_valid_ones(override: str, expected
 
 def test_unknown_name_in_a_sweep_list(tmp_path) -> None:
     proc = run_entry("run.py", "-m", "method=dsnas,snsa", cwd=tmp_path)
-    assert one_line_error(proc) == "error: unknown method 'snsa'; choose one of: dsnas"
+    assert one_line_error(proc) == f"error: unknown method 'snsa'; choose one of: {METHOD_NAMES}"
 
 
 @pytest.mark.parametrize(
@@ -92,12 +99,48 @@ def test_inspect_arch_refuses_bad_architectures(arch: str, message: str, tmp_pat
     assert message in one_line_error(proc)
 
 
-def test_bench_writes_its_table(tmp_path) -> None:
+@pytest.mark.parametrize("space", ["shufflenet", "nb201"])
+def test_bench_writes_its_table(space: str, tmp_path) -> None:
     out = tmp_path / "bench.csv"
-    proc = run_entry("bench.py", "space=shufflenet", "scale=tiny", "steps=2", "warmup=1", f"out={out}", cwd=tmp_path)
+    proc = run_entry(
+        "bench.py",
+        f"space={space}",
+        "scale=tiny",
+        "steps=2",
+        "warmup=1",
+        "configs=[dsnas,darts,proxyless,spos]",
+        f"out={out}",
+        cwd=tmp_path,
+    )
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(out.open()))
-    assert [r["method"] for r in rows] == ["child", "dsnas", "uniform"]
+    assert [r["method"] for r in rows] == ["child", "dsnas", "darts", "proxyless", "spos"]
     assert {"method", "step_ms", "peak_mem_bytes", "time_ratio", "mem_ratio"} <= set(rows[0])
     assert float(rows[0]["time_ratio"]) == 1.0 and float(rows[0]["mem_ratio"]) == 1.0
     assert all(float(r["step_ms"]) > 0 and int(r["peak_mem_bytes"]) > 0 for r in rows)
+
+
+@pytest.mark.parametrize(
+    "arch, params, mflops",
+    [
+        # NAS-Bench-201 api get_cost_info on cifar10 (see tests/test_nb201_space.py for the sources);
+        # NAS-Bench-201's FLOPs add the classifier's 10 bias additions to the multiply-accumulates
+        (
+            "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+            1.531546,
+            220.11969,
+        ),
+        (
+            "|skip_connect~0|+|none~0|nor_conv_3x3~1|+|avg_pool_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|",
+            0.802426,
+            113.95137,
+        ),
+    ],
+)
+def test_inspect_arch_gives_nas_bench_201_counts_for_cifar10(arch: str, params: float, mflops: float, tmp_path) -> None:
+    proc = run_entry("inspect_arch.py", "space=nb201", "scale=paper", f'arch="{arch}"', cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert result["input_shape"] == [3, 32, 32] and result["num_classes"] == 10 and result["arch"] == arch
+    assert round(result["params"] / 1e6, 6) == params
+    assert round((result["flops"] + 10) / 1e6, 5) == mflops
