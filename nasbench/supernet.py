@@ -5,6 +5,12 @@ decision and with which combination weights. A :class:`ChoiceBlock` runs exactly
 sums their outputs scaled by the weights; it never knows which method is running. Decisions
 whose ``weighted`` flag is off run their single op unscaled, exactly as the stand-alone child
 would (fixed layers, SPOS, evaluation of a fixed path).
+
+A decision with *probes* runs its one active op unscaled as well, but its backward also writes
+the binary-gate gradients dL/dg_j = <dL/dm, O^j(x)> of the active op and of every probed
+candidate into ``selection.weights.grad`` (ProxylessNAS, Cai et al., ICLR 2019, Sec. 3.2.1).
+The probed ops are recomputed in the backward pass without autograd, as the official
+ProxylessNAS ``ArchGradientFunction`` does: it costs compute, not stored activations.
 """
 
 from __future__ import annotations
@@ -28,12 +34,18 @@ class Selection:
             ``requires_grad`` (the "dummy 1"), so its gradient after the backward is the credit.
         weighted: per decision, whether the output is scaled by ``weights``.
         info: what the estimator needs again after the backward (probabilities, the sample).
+        probe: per decision, candidates whose gate gradient is wanted although they do not run
+            in the forward, or None (for the whole selection or one decision): no gates. A weighted
+            decision with a probe list (possibly empty) runs its single active op unscaled and,
+            in the backward, adds <dL/dm, O^j(x)> to ``weights.grad[decision, j]`` for the active
+            op and every probed j; several blocks sharing a decision add up.
     """
 
     active: list[list[int]]
     weights: Tensor | None = None
     weighted: list[bool] | None = None
     info: dict[str, Any] = field(default_factory=dict)
+    probe: list[list[int] | None] | None = None
 
     @classmethod
     def single_path(cls, arch: Sequence[int]) -> Selection:
@@ -44,6 +56,10 @@ class Selection:
         if self.weights is None:
             return False
         return True if self.weighted is None else self.weighted[decision]
+
+    def probes(self, decision: int) -> list[int] | None:
+        """The probed candidates of a gated decision, or None when the decision has no gates."""
+        return None if self.probe is None else self.probe[decision]
 
 
 class _SelectionSlot:
@@ -71,12 +87,72 @@ class ChoiceBlock(nn.Module):
             if len(ops) != 1:
                 raise RuntimeError("an unweighted decision must run exactly one op")
             return self.candidates[ops[0]](x)
+        probes = selection.probes(self.decision)
+        if probes is not None:
+            if len(ops) != 1:
+                raise RuntimeError("a gated decision must run exactly one op")
+            out = self.candidates[ops[0]](x)
+            if not (torch.is_grad_enabled() and selection.weights.requires_grad):
+                return out  # no gate gradient wanted (a weight-only step): nothing to save
+            return _GateGradient.apply(out, x, selection.weights, self, ops[0], tuple(probes))
         weights = selection.weights
         out: Tensor | None = None
         for k in ops:
             y = self.candidates[k](x) * weights[self.decision, k]
             out = y if out is None else out + y
         return out
+
+    @torch.no_grad()
+    def gate_gradients(self, x: Tensor, out: Tensor, grad_out: Tensor, active: int, probes: Sequence[int]) -> Tensor:
+        """(candidates,) vector of <dL/dm, O^j(x)> for the active op and the probed ones (else 0).
+
+        A probed op is recomputed in the mode the block is in (train: batch statistics, as its
+        forward would have used had it been sampled, like the official code), but its buffers
+        (BatchNorm running statistics) are restored afterwards: an op that did not run in the
+        forward should not have its running statistics moved by the gate computation.
+        """
+        acc = torch.promote_types(grad_out.dtype, torch.float32)  # accumulate in at least float32
+        grads = torch.zeros(len(self.candidates), dtype=acc, device=grad_out.device)
+        grads[active] = (grad_out * out).sum(dtype=acc)
+        for j in probes:
+            op = self.candidates[j]
+            buffers = [b.clone() for b in op.buffers()]
+            y = op(x)
+            for b, saved in zip(op.buffers(), buffers):
+                b.copy_(saved)
+            grads[j] = (grad_out * y).sum(dtype=acc)
+        return grads
+
+
+class _GateGradient(torch.autograd.Function):
+    """Identity on the active op's output; its backward also yields the binary-gate gradients.
+
+    Inputs: the active op's output, the block's input x (saved to recompute probed ops), the
+    selection's (decisions x candidates) gate tensor, then non-tensor arguments. The gradient
+    returned for the gate tensor is zero except on this block's row, so autograd sums the
+    contributions of every block that shares the decision into ``weights.grad``.
+    """
+
+    @staticmethod
+    def forward(  # type: ignore[override]
+        ctx: Any, out: Tensor, x: Tensor, weights: Tensor, block: ChoiceBlock, active: int, probes: tuple[int, ...]
+    ) -> Tensor:
+        ctx.save_for_backward(out, x)
+        ctx.block, ctx.active, ctx.probes = block, active, probes
+        ctx.gate_meta = (weights.shape, weights.dtype, weights.device)
+        return out.view_as(out)
+
+    @staticmethod
+    def backward(ctx: Any, grad_out: Tensor) -> tuple[Tensor | None, ...]:  # type: ignore[override]
+        grad_weights = None
+        if ctx.needs_input_grad[2]:
+            out, x = ctx.saved_tensors
+            block: ChoiceBlock = ctx.block
+            row = block.gate_gradients(x, out, grad_out, ctx.active, ctx.probes)
+            shape, dtype, device = ctx.gate_meta
+            grad_weights = torch.zeros(shape, dtype=dtype, device=device)
+            grad_weights[block.decision, : row.numel()] = row.to(dtype=dtype, device=device)
+        return grad_out, None, grad_weights, None, None, None
 
 
 class Supernet(nn.Module):

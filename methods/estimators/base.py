@@ -8,6 +8,13 @@ Per training step an estimator
    (``alpha_grad``), or returns None when alpha's gradient already came through autograd or
    alpha is not learned.
 It never calls backward itself. Temperature schedules live here too (``on_epoch_start``).
+
+The pipeline's contract: zero ``arch.alpha.grad``, ``sample``, forward, one backward; for an
+estimator with ``needs_reward`` put a float into ``selection.info["reward"]``; set alpha's
+gradient from ``alpha_grad`` where it returns a tensor; step the alpha optimizer; then call
+``after_alpha_step``. Every estimator respects ``arch.mask`` (a masked candidate is never
+sampled or run) and ``arch.fixed`` (a fixed decision runs its op unscaled, ``weighted`` False,
+and gets zero alpha gradient).
 """
 
 from __future__ import annotations
@@ -20,6 +27,7 @@ import torch
 from torch import Tensor
 
 from nasbench.arch_params import ArchParameters
+from nasbench.errors import UserError
 from nasbench.registry import Registry
 from nasbench.supernet import Selection
 
@@ -32,6 +40,10 @@ class Estimator:
     name: ClassVar[str] = ""
     #: whether alpha gets a gradient from this estimator (False: uniform sampling, SPOS)
     learns_alpha: ClassVar[bool] = True
+    #: whether the forward runs exactly one op per decision (False: DARTS/SNAS run every candidate)
+    single_path: ClassVar[bool] = True
+    #: whether ``alpha_grad`` needs ``selection.info["reward"]`` (a float, higher is better)
+    needs_reward: ClassVar[bool] = False
 
     def __init__(self, **hparams: Any) -> None:
         self.hparams = hparams
@@ -43,6 +55,10 @@ class Estimator:
         """The gradient of the loss with respect to alpha, after the step's backward."""
         return None
 
+    def after_alpha_step(self, arch: ArchParameters, selection: Selection) -> None:
+        """Hook called right after the alpha optimizer's step (ProxylessNAS two-path rescaling)."""
+        return None
+
     def on_epoch_start(self, epoch: int, epochs: int) -> Mapping[str, Any]:
         """Hook for schedules (temperature); returns fields for the epoch's metrics record."""
         return {}
@@ -52,6 +68,65 @@ class Estimator:
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         return None
+
+
+def free_candidates(arch: ArchParameters) -> list[list[int]]:
+    """Per decision, the candidates that may run: the unmasked ones, or the fixed op alone."""
+    rows = [torch.nonzero(row).flatten().tolist() for row in arch.mask]
+    for i, k in arch.fixed.items():
+        rows[i] = [k]
+    return rows
+
+
+def free_flags(arch: ArchParameters) -> list[bool]:
+    """Per decision, whether it is still searched (False: fixed, runs unscaled, no gradient)."""
+    return [i not in arch.fixed for i in range(arch.alpha.shape[0])]
+
+
+def zero_fixed_rows(grad: Tensor, arch: ArchParameters) -> Tensor:
+    """Zero the alpha gradient of the fixed decisions (in place) and return it."""
+    for i in arch.fixed:
+        grad[i] = 0.0
+    return grad
+
+
+def sample_gumbel(shape: torch.Size, generator: torch.Generator) -> Tensor:
+    """G = -log(-log U), U ~ Uniform(0, 1), drawn on the CPU as one ``torch.rand(shape)`` call.
+
+    U is clamped to [tiny, 1 - eps] (as torch.distributions does), so G is always finite.
+    """
+    u = torch.rand(shape, generator=generator)
+    u = u.clamp(torch.finfo(u.dtype).tiny, 1.0 - torch.finfo(u.dtype).eps)
+    return -torch.log(-torch.log(u))
+
+
+def linear_schedule(start: float, end: float, epoch: int, epochs: int) -> float:
+    """Linear from ``start`` at the first epoch to ``end`` at the last (GDAS and SNAS temperatures)."""
+    if epochs <= 1:
+        return float(start)
+    frac = min(max(epoch, 0), epochs - 1) / (epochs - 1)
+    return float(start + (end - start) * frac)
+
+
+class TemperatureEstimator(Estimator):
+    """An estimator with a temperature annealed linearly over the search epochs."""
+
+    def __init__(self, tau_start: float, tau_end: float, **hparams: Any) -> None:
+        if not (tau_start > 0 and tau_end > 0):
+            raise UserError(f"temperatures must be positive (tau_start={tau_start}, tau_end={tau_end})")
+        super().__init__(tau_start=tau_start, tau_end=tau_end, **hparams)
+        self.tau_start, self.tau_end = float(tau_start), float(tau_end)
+        self.temperature = self.tau_start
+
+    def on_epoch_start(self, epoch: int, epochs: int) -> Mapping[str, Any]:
+        self.temperature = linear_schedule(self.tau_start, self.tau_end, epoch, epochs)
+        return {"temperature": self.temperature}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"temperature": self.temperature}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        self.temperature = float(state["temperature"])
 
 
 def build_estimator(cfg: Mapping[str, Any]) -> Estimator:

@@ -1,0 +1,61 @@
+"""GDAS's straight-through Gumbel sample (Dong & Yang, CVPR 2019, Sec. 3.2, Eq. 5-7).
+
+Per decision: logits = (log_softmax(alpha) + G) / tau, probs = softmax(logits),
+idx = argmax(probs), h = onehot(idx) - sg(probs) + probs. Only op idx runs and its output is
+multiplied by h[idx], whose value is 1 and whose gradient is d probs[idx] / d alpha, so the
+loss reaches alpha by autograd: dL/dalpha = <dL/dm, O^idx(x)> * d probs[idx]/d alpha.
+``alpha_grad`` returns None. tau anneals linearly from 10 to 0.1 over the search epochs
+(official: ``tau_max - (tau_max - tau_min) * epoch / (total_epoch - 1)``). As the official
+code does, a sample whose probs are not finite is drawn again.
+
+Two exactness details: h is written onehot + (probs - sg(probs)), which has the same gradient
+and a value of exactly 1.0 in float arithmetic (1 - p + p can round), so the forward is the
+single-path child's to the bit. And, following Eq. 7 of the paper, only h[idx] multiplies an op:
+the official NAS-Bench-201 cell also adds the value-zero scalars h[k], k != idx, to the edge's
+output, which adds sum(dL/dm) * d h[k]/d alpha to alpha's gradient; that term is not in the
+paper's estimator and is left out.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from methods.estimators.base import ESTIMATORS, TemperatureEstimator, free_flags, sample_gumbel
+from nasbench.arch_params import ArchParameters
+from nasbench.supernet import Selection, one_hot_rows
+
+MAX_TRIES = 100
+
+
+@ESTIMATORS.register("gumbel_st")
+class GumbelSTEstimator(TemperatureEstimator):
+    name = "gumbel_st"
+    single_path = True
+
+    def __init__(self, tau_start: float = 10.0, tau_end: float = 0.1) -> None:
+        super().__init__(tau_start, tau_end)
+
+    def sample(self, arch: ArchParameters, generator: torch.Generator, device: torch.device) -> Selection:
+        log_probs = torch.log_softmax(arch.logits(), dim=-1)
+        for _ in range(MAX_TRIES):
+            gumbel = sample_gumbel(log_probs.shape, generator)
+            probs = torch.softmax((log_probs + gumbel) / self.temperature, dim=-1)
+            if torch.isfinite(probs).all():
+                break
+        else:
+            raise FloatingPointError(f"no finite Gumbel sample in {MAX_TRIES} tries (tau={self.temperature})")
+        index = probs.detach().argmax(-1)
+        for i, k in arch.fixed.items():
+            index[i] = k
+        hard = one_hot_rows(index, probs.shape[1]) + (probs - probs.detach())
+        return Selection(
+            active=[[k] for k in index.tolist()],
+            weights=hard.to(device),
+            weighted=free_flags(arch),
+            info={
+                "probs": log_probs.detach().exp(),
+                "sample": index,
+                "gumbel": gumbel,
+                "temperature": self.temperature,
+            },
+        )
