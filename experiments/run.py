@@ -77,6 +77,7 @@ def run(cfg: DictConfig) -> dict:
     record.guard(bool(cfg.overwrite))
     method_cls = METHODS.get(cfg.method.name)
     estimator = build_estimator(cfg.estimator)
+    method_cls.check_estimator(OmegaConf.to_container(cfg.method, resolve=True), estimator)  # before data loads
     device = resolve_device(cfg.device, job_index())
     configure(device)
     torch.manual_seed(int(cfg.seed))

@@ -34,14 +34,17 @@ class AlphaSearch(Method):
     one_stage = False
     alpha_data: ClassVar[str] = "valid"
 
-    def check_estimator(self, estimator) -> None:
-        super().check_estimator(estimator)
-        if getattr(estimator, "needs_reward", False) and self.alpha_data != "valid":
+    @classmethod
+    def check_estimator(cls, cfg, estimator) -> None:
+        super().check_estimator(cfg, estimator)
+        if getattr(estimator, "needs_reward", False) and cls.alpha_data != "valid":
             raise UserError(
-                f"estimator {estimator.name} learns from a reward on held-out batches, but method {self.name}"
+                f"estimator {estimator.name} learns from a reward on held-out batches, but method {cls.name}"
                 " updates alpha from the training loss; use a method with held-out alpha steps"
                 " (reinforce, darts, gdas, proxyless)"
             )
+        if int(cfg.get("alpha_every", 1)) < 1:
+            raise UserError(f"method.alpha_every={cfg['alpha_every']}: must be at least 1")
 
     def alpha_every(self) -> int:
         every = int(self.cfg.get("alpha_every", 1))

@@ -7,6 +7,7 @@ evaluates the child and writes the run record, identically for every method.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -42,18 +43,19 @@ class Method:
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx
         self.cfg = ctx.method_cfg
-        self.check_estimator(ctx.estimator)
+        self.check_estimator(self.cfg, ctx.estimator)
 
-    def check_estimator(self, estimator: Any) -> None:
+    @classmethod
+    def check_estimator(cls, cfg: Mapping[str, Any], estimator: Any) -> None:
         """Refuse, in one line, an estimator this pipeline cannot use."""
-        if self.alpha == "required" and not estimator.learns_alpha:
+        if cls.alpha == "required" and not estimator.learns_alpha:
             raise UserError(
-                f"method {self.name} learns alpha, but estimator {estimator.name} gives alpha no signal;"
+                f"method {cls.name} learns alpha, but estimator {estimator.name} gives alpha no signal;"
                 " use an estimator that learns alpha (or method=spos / random for uniform sampling)"
             )
-        if self.alpha == "none" and estimator.learns_alpha:
+        if cls.alpha == "none" and estimator.learns_alpha:
             raise UserError(
-                f"method {self.name} trains its supernet without alpha (uniform paths), but estimator"
+                f"method {cls.name} trains its supernet without alpha (uniform paths), but estimator"
                 f" {estimator.name} learns alpha; use estimator=uniform"
             )
 

@@ -68,10 +68,11 @@ class DARTS(AlphaSearch):
     name = "darts"
     alpha_data = "valid"
 
-    def check_estimator(self, estimator) -> None:
-        super().check_estimator(estimator)
+    @classmethod
+    def check_estimator(cls, cfg, estimator) -> None:
+        super().check_estimator(cfg, estimator)
         autograd = type(estimator).alpha_grad is Estimator.alpha_grad
-        if self.cfg.get("second_order") and not autograd:
+        if cfg.get("second_order") and not autograd:
             raise UserError(
                 f"method.second_order=true differentiates the validation loss through alpha; estimator"
                 f" {estimator.name} forms alpha's gradient itself: use estimator=softmax (or gumbel_softmax)"

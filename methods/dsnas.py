@@ -70,9 +70,10 @@ class DSNAS(Method):
     one_stage = True
     alpha = "optional"
 
-    def check_estimator(self, estimator) -> None:
-        super().check_estimator(estimator)
-        if float((self.cfg.get("flops_penalty") or {}).get("coef", 0.0)) > 0 and not estimator.single_path:
+    @classmethod
+    def check_estimator(cls, cfg, estimator) -> None:
+        super().check_estimator(cfg, estimator)
+        if float((cfg.get("flops_penalty") or {}).get("coef", 0.0)) > 0 and not estimator.single_path:
             raise UserError(
                 f"method.flops_penalty needs the sampled path's FLOPs; estimator {estimator.name} runs every"
                 " candidate: use a single-path estimator (dsnas, gumbel_st, binary_gate) or flops_penalty.coef=0"

@@ -19,8 +19,9 @@ class Reinforce(AlphaSearch):
     name = "reinforce"
     alpha_data = "valid"
 
-    def check_estimator(self, estimator) -> None:
-        super().check_estimator(estimator)
+    @classmethod
+    def check_estimator(cls, cfg, estimator) -> None:
+        super().check_estimator(cfg, estimator)
         if not getattr(estimator, "needs_reward", False):
             raise UserError(
                 f"method reinforce scores paths with a reward; estimator {estimator.name} learns from gradients:"

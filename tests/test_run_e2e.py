@@ -96,7 +96,9 @@ def test_tiny_run_writes_a_complete_valid_record(tiny_run: Path) -> None:
     assert [p["name"] for p in summary["phases"]] == ["search", "eval_search", "finetune", "export"]
     search, _, finetune, _ = summary["phases"]
     assert (search["epochs"], finetune["epochs"]) == (1, 2)
-    assert search["images"] == search["steps"] * 64 == 2048
+    # search trains on the split's training part: 2048 images less the 25% held out
+    assert search["images"] == search["steps"] * 64 == 1536
+    assert finetune["images"] == finetune["steps"] * 64 == 2 * 2048
     assert summary["final_acc"] > 0.3, "the tiny child should learn well above chance (0.1)"
 
     space = tiny_space()
