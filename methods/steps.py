@@ -25,7 +25,7 @@ from torch import Tensor
 
 from nasbench.arch_params import ArchParameters
 from nasbench.supernet import Selection, Supernet
-from nasbench.train import StepFn, StepOutput
+from nasbench.train import StepFn, StepOutput, train_batch
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 ExtraGrad = Callable[[Selection], Tensor | None]
@@ -81,12 +81,7 @@ def weight_step(
             selection = estimator.sample(arch, sampler, device)
         if selection.weights is not None:
             selection.weights = selection.weights.detach()
-        logits = supernet(x, selection)
-        loss = loss_fn(logits, y)
-        weight_opt.zero_grad(set_to_none=True)
-        loss.backward()
-        weight_opt.step()
-        return StepOutput(loss.detach(), (logits.argmax(1) == y).sum(), y.shape[0])
+        return train_batch(lambda inputs: supernet(inputs, selection), x, y, loss_fn, weight_opt)
 
     return step
 
@@ -112,14 +107,10 @@ def estimator_step(
 
     def step(x: Tensor, y: Tensor) -> StepOutput:
         selection = estimator.sample(arch, sampler, device)
-        logits = supernet(x, selection)
-        loss = loss_fn(logits, y)
-        weight_opt.zero_grad(set_to_none=True)
-        alpha_opt.zero_grad(set_to_none=True)
-        loss.backward()  # the only backward: weight gradients and whatever alpha's signal needs
-        weight_opt.step()
+        # the only backward: weight gradients and whatever alpha's signal needs
+        out = train_batch(lambda inputs: supernet(inputs, selection), x, y, loss_fn, weight_opt, [alpha_opt])
         apply_alpha_update(estimator, arch, selection, alpha_opt, extra_alpha_grad)
-        return StepOutput(loss.detach(), (logits.argmax(1) == y).sum(), y.shape[0])
+        return out
 
     return step
 

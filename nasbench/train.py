@@ -13,7 +13,7 @@ import json
 import math
 import time
 import zlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -38,18 +38,32 @@ class StepOutput:
 StepFn = Callable[[Tensor, Tensor], StepOutput]
 
 
+def train_batch(
+    forward: Callable[[Tensor], Tensor],
+    x: Tensor,
+    y: Tensor,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    optimizer: torch.optim.Optimizer,
+    also_zero: Sequence[torch.optim.Optimizer] = (),
+) -> StepOutput:
+    """Forward, loss, one backward, one optimizer step; ``also_zero`` optimizers (alpha's) get
+    their gradients cleared before the backward so that it fills them afresh."""
+    logits = forward(x)
+    loss = loss_fn(logits, y)
+    for opt in (optimizer, *also_zero):
+        opt.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return StepOutput(loss.detach(), (logits.argmax(1) == y).sum(), y.shape[0])
+
+
 def plain_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable[[Tensor, Tensor], Tensor]
 ) -> StepFn:
     """One training step of a stand-alone network (finetune, retrain, the benchmark's floor)."""
 
     def step(x: Tensor, y: Tensor) -> StepOutput:
-        logits = model(x)
-        loss = loss_fn(logits, y)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        return StepOutput(loss.detach(), (logits.argmax(1) == y).sum(), y.shape[0])
+        return train_batch(model, x, y, loss_fn, optimizer)
 
     return step
 
