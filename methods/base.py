@@ -64,15 +64,9 @@ class Method:
 
     # ----- shared helpers ------------------------------------------------------------------
     def alpha_lr(self) -> float:
-        """The method's published alpha lr times the scale's ``arch_lr_multiplier``: short
+        """The method's published alpha lr times the budget's ``arch_lr_multiplier``: short
         schedules compensate identically for every method that learns alpha."""
         return float(self.cfg["alpha_optimizer"]["lr"]) * float(self.ctx.budget.get("arch_lr_multiplier", 1.0))
-
-    def hparam(self, key: str) -> Any:
-        """A method hyperparameter, with the key named in the error when it is missing."""
-        if key not in self.cfg:
-            raise UserError(f"method {self.name} needs method.{key} in its config")
-        return self.cfg[key]
 
     def epochs(self, key: str, minimum: int = 0) -> int:
         value = int(self.ctx.budget[key])
