@@ -21,7 +21,7 @@ from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 import cli  # noqa: F401  (sets the import path)
-from methods.base import METHODS
+from methods.base import METHODS, Method
 from methods.estimators.base import build_estimator
 from nasbench.budget import BudgetMeter
 from nasbench.context import RunContext
@@ -71,10 +71,9 @@ def check_budget(cfg: DictConfig) -> dict:
     return budget
 
 
-def run(cfg: DictConfig) -> dict:
-    started = time.perf_counter()
-    record = RunRecord(HydraConfig.get().runtime.output_dir)
-    record.guard(bool(cfg.overwrite))
+def prepare(cfg: DictConfig, record: RunRecord) -> tuple[type[Method], RunContext]:
+    """Everything a run needs before the method starts (shared with experiments/consistency.py):
+    the method's class, with the estimator checked before any data loads, and the context."""
     method_cls = METHODS.get(cfg.method.name)
     estimator = build_estimator(cfg.estimator)
     method_cls.check_estimator(OmegaConf.to_container(cfg.method, resolve=True), estimator)  # before data loads
@@ -99,6 +98,15 @@ def run(cfg: DictConfig) -> dict:
         estimator=estimator,
         channels_last=bool(cfg.channels_last),
     )
+    return method_cls, ctx
+
+
+def run(cfg: DictConfig) -> dict:
+    started = time.perf_counter()
+    record = RunRecord(HydraConfig.get().runtime.output_dir)
+    record.guard(bool(cfg.overwrite))
+    method_cls, ctx = prepare(cfg, record)
+    space, data = ctx.space, ctx.data
     log.info(
         "%s + %s estimator on %s (%s scale), %s, device %s -> %s",
         cfg.method.name,
@@ -106,7 +114,7 @@ def run(cfg: DictConfig) -> dict:
         space.name,
         cfg.scale.name,
         data.name,
-        meter.device_name(),
+        ctx.meter.device_name(),
         record.dir,
     )
     result = method_cls(ctx).run()
@@ -118,7 +126,7 @@ def run(cfg: DictConfig) -> dict:
         "scale": cfg.scale.name,
         "seed": int(cfg.seed),
         "one_stage": method_cls.one_stage,
-        "budget": budget,
+        "budget": ctx.budget,
     }
     summary = finish_run(ctx, result.arch, result.search_acc, result.child, identity, result.extra, started)
     log.info(

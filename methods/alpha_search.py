@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from typing import ClassVar
 
-from methods.base import Method, MethodResult
+from methods.base import Method, MethodResult, SearchOutcome
 from methods.phases import (
     SupernetSearch,
     alpha_extra,
@@ -64,7 +64,7 @@ class AlphaSearch(Method):
         alpha_step = held_out_alpha_step(*args, s.alpha_opt)
         return bilevel_step(*args, s.weight_opt, alpha_step, ctx.trainer.valid_stream(), self.alpha_every())
 
-    def run(self) -> MethodResult:
+    def search_stage(self) -> SearchOutcome:
         ctx = self.ctx
         search_epochs = self.epochs("search_epochs", minimum=1)
         warmup = self.warmup_epochs(search_epochs)
@@ -84,5 +84,7 @@ class AlphaSearch(Method):
             s,
             estimator_schedule(ctx, search_epochs - warmup),
         )
-        arch = s.arch.derive()
-        return two_stage_finish(ctx, arch, s.supernet, alpha_extra(self, s.arch))
+        return SearchOutcome(s.supernet, s.arch.derive(), s.arch, alpha_extra(self, s.arch))
+
+    def finish(self, outcome: SearchOutcome) -> MethodResult:
+        return two_stage_finish(self.ctx, outcome.arch, outcome.supernet, outcome.extra)

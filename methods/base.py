@@ -13,10 +13,12 @@ from typing import Any, ClassVar
 
 from torch import nn
 
+from nasbench.arch_params import ArchParameters
 from nasbench.context import RunContext
 from nasbench.errors import UserError
 from nasbench.registry import Registry
 from nasbench.spaces.base import Arch
+from nasbench.supernet import Supernet
 
 METHODS: Registry = Registry("method", package="methods")
 
@@ -29,8 +31,25 @@ class MethodResult:
     extra: dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class SearchOutcome:
+    """The end of a method's search stage: the trained supernet and the architecture the method
+    picks from it (argmax of alpha, or the winner of evolution / random search). It is what the
+    run record's ``supernet.pt`` holds and what the consistency experiment scores."""
+
+    supernet: Supernet
+    arch: Arch
+    alpha: ArchParameters | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
 class Method:
-    """Base class: subclasses set ``name`` and implement :meth:`run`."""
+    """Base class: subclasses set ``name`` and implement :meth:`search_stage` and :meth:`finish`.
+
+    ``run`` is the whole pipeline: the search stage, the supernet saved into the run record
+    (``supernet.pt``, so that a later consistency experiment can reuse it), then the finish
+    (finetune of the inherited child, or retrain from scratch).
+    """
 
     name: ClassVar[str] = ""
     #: one-stage methods deploy the searched child; two-stage ones retrain it
@@ -59,8 +78,29 @@ class Method:
                 f" {estimator.name} learns alpha; use estimator=uniform"
             )
 
-    def run(self) -> MethodResult:
+    def search_stage(self) -> SearchOutcome:
+        """Every counted phase up to the picked architecture (warm-up, search, select)."""
         raise NotImplementedError
+
+    def finish(self, outcome: SearchOutcome) -> MethodResult:
+        """From the picked architecture to the deployable child (finetune or retrain)."""
+        raise NotImplementedError
+
+    def run(self) -> MethodResult:
+        outcome = self.search_stage()
+        self.ctx.record.save_supernet(
+            outcome.supernet,
+            {
+                "method": self.name,
+                "space": self.ctx.space.name,
+                "data": self.ctx.data.name,
+                "budget": self.ctx.budget.get("name"),
+                "arch": self.ctx.space.encode(outcome.arch),
+                "alpha": None if outcome.alpha is None else outcome.alpha.alpha.detach().cpu(),
+                "fixed": {} if outcome.alpha is None else dict(outcome.alpha.fixed),
+            },
+        )
+        return self.finish(outcome)
 
     # ----- shared helpers ------------------------------------------------------------------
     def alpha_lr(self) -> float:

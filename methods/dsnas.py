@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from methods.base import METHODS, Method, MethodResult
+from methods.base import METHODS, Method, MethodResult, SearchOutcome
 from methods.phases import run_search_phase, start_search
 from methods.steps import estimator_step, weight_step
 from nasbench.arch_params import ArchParameters
@@ -84,20 +84,22 @@ class DSNAS(Method):
                 " training batch's backward: use method=reinforce"
             )
 
-    def run(self) -> MethodResult:
+    def finish(self, outcome: SearchOutcome) -> MethodResult:
+        """The fork: the argmax child keeps its supernet weights (search_acc), then the finetune."""
         ctx = self.ctx
-        search_epochs = self.epochs("search_epochs", minimum=1)
         finetune_epochs = self.epochs("finetune_epochs")
-        arch, child, fork_lr = self.search(search_epochs, finetune_epochs)
+        child = ctx.place(ctx.space.build_child(outcome.arch, outcome.supernet))
         search_acc = ctx.search_accuracy(child)
         if finetune_epochs:  # with no finetune the recalibrated statistics are the deployed ones
             reset_bn_stats(child)
             optimizer = weight_optimizer(child, ctx.budget)
-            schedule = WarmupCosine(optimizer, fork_lr, finetune_epochs * ctx.trainer.steps_per_epoch())
+            steps = finetune_epochs * ctx.trainer.steps_per_epoch()
+            schedule = WarmupCosine(optimizer, outcome.extra["fork_lr"], steps)
             step = plain_step(child, optimizer, ctx.trainer.loss)
             ctx.trainer.run_phase("finetune", finetune_epochs, step, child, schedule)
+        arch = outcome.alpha
         return MethodResult(
-            arch=arch.derive(),
+            arch=outcome.arch,
             search_acc=search_acc,
             child=child,
             extra={
@@ -107,9 +109,11 @@ class DSNAS(Method):
             },
         )
 
-    def search(self, search_epochs: int, finetune_epochs: int) -> tuple[ArchParameters, torch.nn.Module, float]:
-        """Warm-up and search phases; returns alpha, the forked child and the lr at the fork."""
+    def search_stage(self) -> SearchOutcome:
+        """Warm-up and search phases; the outcome carries the lr at the fork (``fork_lr``)."""
         ctx, cfg = self.ctx, self.cfg
+        search_epochs = self.epochs("search_epochs", minimum=1)
+        finetune_epochs = self.epochs("finetune_epochs")
         warmup_epochs = int(cfg.get("alpha_warmup_epochs", 0))
         if not 0 <= warmup_epochs < search_epochs:
             raise UserError(
@@ -142,5 +146,4 @@ class DSNAS(Method):
             s,
             on_search_epoch,
         )
-        child = ctx.place(ctx.space.build_child(s.arch.derive(), s.supernet))
-        return s.arch, child, s.schedule.lr()
+        return SearchOutcome(s.supernet, s.arch.derive(), s.arch, {"fork_lr": s.schedule.lr()})

@@ -107,8 +107,8 @@ def inherit(ctx: RunContext, arch: Arch, supernet: Supernet) -> tuple[nn.Module,
     return child, ctx.search_accuracy(child)
 
 
-def retrain(ctx: RunContext, arch: Arch) -> nn.Module:
-    """Train the child of ``arch`` from scratch with the shared recipe (phase ``retrain``)."""
+def retrain(ctx: RunContext, arch: Arch, phase: str = "retrain", counted: bool = True) -> nn.Module:
+    """Train the child of ``arch`` from scratch with the shared recipe (metered as ``phase``)."""
     epochs = int(ctx.budget["retrain_epochs"])
     if epochs < 1:
         raise UserError(f"retrain_epochs={epochs}: a two-stage method must retrain for at least 1 epoch")
@@ -121,7 +121,8 @@ def retrain(ctx: RunContext, arch: Arch) -> nn.Module:
         epochs * steps,
         warmup_steps=round(float(ctx.budget.get("warmup_epochs", 0)) * steps),
     )
-    ctx.trainer.run_phase("retrain", epochs, plain_step(child, optimizer, ctx.trainer.loss), child, schedule)
+    step = plain_step(child, optimizer, ctx.trainer.loss)
+    ctx.trainer.run_phase(phase, epochs, step, child, schedule, counted=counted)
     return child
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from methods.base import Method, MethodResult
+from methods.base import Method, MethodResult, SearchOutcome
 from methods.evolution import FlopsLimit, SupernetScorer
 from methods.phases import run_search_phase, start_search, two_stage_finish
 from methods.steps import weight_step
@@ -28,7 +28,7 @@ class UniformSupernetSearch(Method):
     def select(self, scorer: SupernetScorer, limit: FlopsLimit, budget: int) -> tuple[Arch, dict[str, Any]]:
         raise NotImplementedError
 
-    def run(self) -> MethodResult:
+    def search_stage(self) -> SearchOutcome:
         ctx = self.ctx
         search_epochs = self.epochs("search_epochs", minimum=1)
         budget = int(ctx.budget["scored_archs"])
@@ -43,4 +43,7 @@ class UniformSupernetSearch(Method):
             arch, log = self.select(scorer, limit, budget)
         log.update({"best_valid_acc": scorer(arch), "mmacs": limit.mmacs(arch)})
         ctx.trainer.log({"phase": "select", **log})
-        return two_stage_finish(ctx, arch, s.supernet, {"select": log})
+        return SearchOutcome(s.supernet, arch, None, {"select": log})
+
+    def finish(self, outcome: SearchOutcome) -> MethodResult:
+        return two_stage_finish(self.ctx, outcome.arch, outcome.supernet, outcome.extra)

@@ -2,7 +2,8 @@
 
 ``metrics.jsonl`` (one line per epoch and phase, appended as training goes), ``summary.json``
 (written once the run is complete), ``child.pt2`` (the deployable child, torch.export) and
-``child_state.pt`` (its state dict and architecture). Every file is written to a temporary name
+``child_state.pt`` (its state dict and architecture) and ``supernet.pt`` (the supernet's weights
+at the end of the search stage, alpha and the picked architecture). Every file is written to a temporary name
 in the same folder and renamed, so a reader never sees half a file.
 """
 
@@ -120,3 +121,27 @@ class RunRecord:
         state = {"state_dict": child.state_dict(), **meta}
         atomic_write(self.dir / "child_state.pt", lambda tmp: torch.save(state, tmp))
         return program
+
+    @property
+    def supernet_path(self) -> Path:
+        return self.dir / "supernet.pt"
+
+    def save_supernet(self, supernet: nn.Module, meta: Mapping[str, Any]) -> None:
+        """Save the supernet at the end of the search stage (``meta``: method, space, picked arch,
+        alpha), so that the consistency experiment can score architectures without searching again."""
+        state = {"state_dict": supernet.state_dict(), **meta}
+        atomic_write(self.supernet_path, lambda tmp: torch.save(state, tmp))
+
+    def load_supernet(self) -> dict[str, Any]:
+        """What :meth:`save_supernet` wrote; a missing or unreadable file is a one-line error."""
+        path = self.supernet_path
+        if not path.is_file():
+            raise UserError(f"{self.dir} holds no supernet.pt: give the folder of a run made by experiments/run.py")
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001 (torch raises many kinds for a damaged file)
+            kind = type(err).__name__
+            raise UserError(f"{path} is not a readable supernet checkpoint ({kind}); run the search again") from None
+        if not isinstance(state, dict) or not {"state_dict", "space", "arch"} <= set(state):
+            raise UserError(f"{path} is not a supernet checkpoint of this suite (no state_dict, space and arch)")
+        return state

@@ -219,15 +219,17 @@ class Trainer:
         on_epoch_start: Callable[[int], Mapping[str, Any] | None] | None = None,
         epoch_info: Callable[[], Mapping[str, Any]] | None = None,
         search: bool = False,
+        counted: bool = True,
     ) -> None:
-        """Train ``epochs`` epochs of ``step`` over the training set, metered as phase ``name``.
+        """Train ``epochs`` epochs of ``step`` over the training set, metered as phase ``name``
+        (``counted=False``: a measurement of the benchmark, left out of the run's device-hours).
 
         ``on_epoch_start(epoch)`` may return fields for the epoch's metrics record (early fix);
         ``epoch_info()`` adds fields at the epoch's end (temperature, alpha entropy).
         ``search=True`` trains on the search split's training part instead of the whole set.
         """
         loader = self.search_loader() if search else self.train_loader()
-        with self.meter.phase(name) as record:
+        with self.meter.phase(name, counted) as record:
             for epoch in range(epochs):
                 start = time.perf_counter()
                 extra = dict((on_epoch_start(epoch) if on_epoch_start else None) or {})

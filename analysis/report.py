@@ -1,0 +1,151 @@
+"""Collect every run record under a folder and write the report: tables and figures.
+
+    python analysis/report.py multirun/2026-11-22_17-26-31            # a sweep
+    python analysis/report.py outputs --out report --bootstrap 2000     # every run under outputs/
+
+Writes into ``--out`` (default ``<folder>/report``): ``report.md`` (everything, figures
+embedded); each table as Markdown and CSV (cost, savings, per_epoch, correlation, picked,
+skipped), the tidy ``runs.csv``, ``phases.csv`` and ``consistency.csv``; each figure as PNG and
+PDF under ``figures/``. Accuracies are fractions. Incomplete or broken records are listed in
+``skipped`` and left out; they never stop the report. Reads files only (no torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `python analysis/report.py` works from a checkout without install
+    sys.path.insert(0, str(ROOT))
+
+import matplotlib.pyplot as plt  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from analysis import figures, tables  # noqa: E402
+from analysis.records import Collection, collect  # noqa: E402
+
+TITLES = {
+    "cost": "Cost and accuracy (the shape of the DSNAS paper's Table 3)",
+    "savings": "Total device-hours saved by each one-stage method against each two-stage one",
+    "per_epoch": "Search cost per epoch",
+    "correlation": "Search-stage vs retrain accuracy: rank correlation (95% bootstrap intervals)",
+    "picked": "Where each method's pick ranks after retraining",
+    "skipped": "Skipped records",
+}
+
+
+def fmt(value: object) -> str:
+    if isinstance(value, bool) or value is None:
+        return "" if value is None else str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return ""
+        return f"{value:.4g}" if abs(value) >= 1 or value == 0 else f"{value:.4f}"
+    return str(value)
+
+
+def markdown(df: pd.DataFrame) -> str:
+    """A GitHub table (no extra dependency); columns ending in _std merge into "mean ± std"."""
+    if df.empty:
+        return "_none_\n"
+    df = df.copy()
+    for col in [c for c in df.columns if c.endswith("_std")]:
+        base = col[: -len("_std")]
+        if base in df.columns:
+            pairs = zip(df[base], df[col], strict=True)
+            df[base] = [fmt(m) + (f" ± {fmt(s)}" if pd.notna(s) else "") for m, s in pairs]
+        df = df.drop(columns=col)
+    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
+    return "\n".join(lines) + "\n"
+
+
+def save_figure(fig: plt.Figure, folder: Path, name: str) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    for suffix in ("png", "pdf"):
+        fig.savefig(folder / f"{name}.{suffix}", dpi=130, bbox_inches="tight")
+    plt.close(fig)
+    return f"figures/{name}.png"
+
+
+def build_tables(c: Collection, args: argparse.Namespace) -> dict[str, pd.DataFrame]:
+    cost = tables.cost_table(c)
+    return {
+        "cost": cost,
+        "savings": tables.savings_table(cost),
+        "per_epoch": tables.per_epoch_table(c),
+        "correlation": tables.correlation_table(c, args.bootstrap, args.seed, args.top_fraction, args.k),
+        "picked": tables.picked_table(c),
+        "skipped": c.skipped,
+    }
+
+
+def write_report(c: Collection, out: Path, args: argparse.Namespace) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    made = build_tables(c, args)
+    for name, df in {**made, "runs": c.runs, "phases": c.phases, "consistency": c.consistency}.items():
+        df.to_csv(out / f"{name}.csv", index=False)
+    shown = {k: v.drop(columns=["path"], errors="ignore") for k, v in made.items()}
+    shown["skipped"] = made["skipped"]
+    for name, df in shown.items():
+        (out / f"{name}.md").write_text(f"## {TITLES[name]}\n\n{markdown(df)}")
+    figs = {}
+    if not made["per_epoch"].empty:
+        figs["per_epoch"] = save_figure(figures.per_epoch_figure(made["per_epoch"]), out / "figures", "per_epoch")
+    if not made["correlation"].empty:
+        fig = figures.consistency_figure(c.consistency, made["correlation"])
+        figs["correlation"] = save_figure(fig, out / "figures", "consistency")
+    if not c.runs.empty:
+        figs["cost"] = save_figure(figures.cost_figure(c.runs), out / "figures", "cost")
+        figs["savings"] = save_figure(figures.device_hours_figure(made["cost"]), out / "figures", "device_hours")
+    parts = [
+        f"# Report: {c.root}\n",
+        f"{len(c.runs)} complete runs, {len(c.experiments)} consistency experiments, {len(c.skipped)} skipped."
+        " Accuracies are fractions; device-hours are wall hours x devices of the counted phases.\n",
+    ]
+    for name, df in shown.items():
+        parts.append(f"## {TITLES[name]}\n\n{markdown(df)}")
+        if name in figs:
+            parts.append(f"![{name}]({figs[name]})\n")
+    path = out / "report.md"
+    path.write_text("\n".join(parts))
+    return path
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("folder", type=Path, help="a run folder, a sweep folder, or any folder holding them")
+    p.add_argument("--out", type=Path, default=None, help="where to write (default <folder>/report)")
+    p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (0: no intervals)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the bootstrap")
+    p.add_argument("--top-fraction", type=float, default=0.2, help="the top share for top tau and precision@k")
+    p.add_argument("--k", type=int, default=None, help="k of precision@k (default: the top share)")
+    return p.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse(sys.argv[1:] if argv is None else argv)
+    if args.bootstrap < 0 or not 0 < args.top_fraction <= 1 or (args.k is not None and args.k < 1):
+        print("error: --bootstrap must be >= 0, --top-fraction in (0, 1] and --k >= 1", file=sys.stderr)
+        return 2
+    try:
+        c = collect(args.folder)
+    except FileNotFoundError:
+        print(f"error: {args.folder} is not a folder; give the folder of a run, a sweep or of several", file=sys.stderr)
+        return 2
+    if c.runs.empty and c.experiments.empty and c.skipped.empty:
+        what = "no summary.json, consistency.json or .hydra/"
+        print(f"error: no run records under {args.folder} ({what})", file=sys.stderr)
+        return 2
+    path = write_report(c, args.out or args.folder / "report", args)
+    for row in c.skipped.itertuples():
+        print(f"skipped {row.path}: {row.reason}", file=sys.stderr)
+    print(f"{len(c.runs)} runs, {len(c.experiments)} consistency experiments, {len(c.skipped)} skipped -> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

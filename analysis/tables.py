@@ -1,0 +1,126 @@
+"""The report's tables, computed from a :class:`analysis.records.Collection`.
+
+- ``cost``: the shape of the DSNAS paper's Table 3: search, retrain and total device-hours,
+  search_acc (inherited weights) and final_acc (the deployed model), per method, space, data
+  set and budget; mean over seeds, with the standard deviation where there are several.
+  "Search" is every counted phase but ``retrain``: for DSNAS that includes the finetune of the
+  inherited child (the paper counts its 240 epochs of search-from-search as search cost).
+- ``savings``: each one-stage method's total against each two-stage one under the same budget
+  (paper: DSNAS 420 vs SPOS 634 GPU-h, 33.8% saved).
+- ``per_epoch``: seconds per search epoch and the search phase's peak memory.
+- ``correlation``: every statistic of analysis/correlation.py per consistency experiment.
+- ``picked``: where each method's own pick ranks after retraining.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+
+from analysis.correlation import STATISTICS, rank_correlations
+from analysis.records import Collection
+
+GROUP = ["space", "data", "budget_name", "method"]
+
+
+def _grouped(df: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
+    agg = {f"{name}": (col, "mean") for name, col in columns.items()}
+    agg.update({f"{name}_std": (col, "std") for name, col in columns.items()})
+    out = df.groupby(GROUP, dropna=False).agg(seeds=("seed", "nunique"), **agg).reset_index()
+    return out
+
+
+def cost_table(c: Collection) -> pd.DataFrame:
+    if c.runs.empty:
+        return pd.DataFrame()
+    columns = {
+        "search_device_hours": "search_device_hours",
+        "retrain_device_hours": "retrain_device_hours",
+        "total_device_hours": "total_device_hours",
+        "search_acc": "search_acc",
+        "final_acc": "final_acc",
+        "params_m": "params_m",
+        "mflops": "mflops",
+    }
+    runs = c.runs.assign(params_m=c.runs["params"] / 1e6, mflops=c.runs["flops"] / 1e6)
+    out = _grouped(runs, columns)
+    stage = runs.groupby(GROUP, dropna=False)["one_stage"].first().reset_index()
+    out = out.merge(stage, on=GROUP)
+    out.insert(len(GROUP), "stages", out.pop("one_stage").map({True: "one", False: "two"}))
+    return out.sort_values(["space", "data", "budget_name", "stages", "total_device_hours"]).reset_index(drop=True)
+
+
+def savings_table(cost: pd.DataFrame) -> pd.DataFrame:
+    rows = []
+    if cost.empty:
+        return pd.DataFrame()
+    for key, group in cost.groupby(["space", "data", "budget_name"], dropna=False):
+        one, two = group[group["stages"] == "one"], group[group["stages"] == "two"]
+        for _, o in one.iterrows():
+            for _, t in two.iterrows():
+                rows.append(
+                    {
+                        **dict(zip(["space", "data", "budget_name"], key, strict=True)),
+                        "one_stage": o["method"],
+                        "two_stage": t["method"],
+                        "one_stage_device_hours": o["total_device_hours"],
+                        "two_stage_device_hours": t["total_device_hours"],
+                        "saving": 1.0 - o["total_device_hours"] / t["total_device_hours"],
+                        "final_acc_difference": o["final_acc"] - t["final_acc"],
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def per_epoch_table(c: Collection) -> pd.DataFrame:
+    if c.runs.empty:
+        return pd.DataFrame()
+    runs = c.runs.dropna(subset=["search_epoch_s"])
+    runs = runs.assign(search_peak_mem_mib=runs["search_peak_mem_bytes"] / 2**20)
+    out = _grouped(runs, {"search_epoch_s": "search_epoch_s", "search_peak_mem_mib": "search_peak_mem_mib"})
+    out["device"] = runs.groupby(GROUP, dropna=False)["device"].first().values
+    return out.sort_values(["space", "search_epoch_s"]).reset_index(drop=True)
+
+
+def correlation_table(c: Collection, bootstrap: int, seed: int, top_fraction: float, k: int | None) -> pd.DataFrame:
+    if c.consistency.empty:
+        return pd.DataFrame()
+    rows = []
+    for path, table in c.consistency.groupby("path", sort=True):
+        sampled = table[table["sampled"].astype(bool)]
+        first = table.iloc[0]
+        stats = rank_correlations(
+            sampled["search_acc"], sampled["retrain_acc"], bootstrap, seed, top_fraction, k if k else None
+        )
+        rows.append({**{g: first[g] for g in GROUP}, "seed": first["seed"], **stats, "path": path})
+    out = pd.DataFrame(rows)
+    order = ["space", "data", "budget_name", "method", "seed", "n", "k"]
+    stat_cols = [c for s in STATISTICS for c in (s, f"{s}_lo", f"{s}_hi") if c in out.columns]
+    return out[order + stat_cols + ["path"]].sort_values(order).reset_index(drop=True)
+
+
+def picked_table(c: Collection) -> pd.DataFrame:
+    """Rank (1 = best) of each method's pick by retrain accuracy among its sampled architectures,
+    and its NAS-Bench-201 rank over the whole table where the experiment used ground truth."""
+    if c.consistency.empty:
+        return pd.DataFrame()
+    rows = []
+    for _, table in c.consistency.groupby("path", sort=True):
+        picked = table[table["picked"].astype(bool)]
+        if picked.empty:
+            continue
+        p = picked.iloc[0]
+        sampled = table[table["sampled"].astype(bool)]
+        rows.append(
+            {
+                **{g: p[g] for g in GROUP},
+                "seed": p["seed"],
+                "picked_arch": p["arch"],
+                "search_acc": p["search_acc"],
+                "retrain_acc": p["retrain_acc"],
+                "rank_among_sampled": int((sampled["retrain_acc"] > p["retrain_acc"]).sum()) + 1,
+                "sampled": len(sampled),
+                "better_than_median": bool(p["retrain_acc"] > sampled["retrain_acc"].median()),
+                "gt_rank": p.get("gt_rank") if pd.notna(p.get("gt_rank", float("nan"))) else None,
+            }
+        )
+    return pd.DataFrame(rows)

@@ -1,0 +1,164 @@
+"""The pieces of the consistency experiment (experiments/consistency.py) that need no training:
+which architectures, which ground truth, which earlier retrains may be reused, the table."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from omegaconf import DictConfig
+
+from nasbench.context import RunContext
+from nasbench.errors import UserError
+from nasbench.nb201_truth import DATASETS, NB201Truth, load_ground_truth
+from nasbench.records import atomic_write
+from nasbench.spaces.base import Arch, SearchSpace
+
+#: the budget keys that decide a stand-alone retrain; two experiments may share retrains only
+#: when these, the space, scale and seed agree (``retrain_from=``)
+RETRAIN_KEYS = (
+    "data",
+    "batch_size",
+    "lr",
+    "momentum",
+    "nesterov",
+    "weight_decay",
+    "label_smoothing",
+    "warmup_epochs",
+    "retrain_epochs",
+    "train_subset",
+    "test_subset",
+    "augment",
+    "augmentation",
+)
+SAMPLINGS = ("uniform", "stratified")
+COLUMNS = (
+    "arch",
+    "sampled",
+    "picked",
+    "params",
+    "flops",
+    "search_acc",
+    "retrain_acc",
+    "retrain_source",
+    "retrain_wall_s",
+    "gt_rank",
+)
+
+
+@dataclass
+class Row:
+    """One architecture of the experiment."""
+
+    arch: Arch
+    sampled: bool
+    picked: bool
+    params: int | None = None
+    flops: int | None = None
+    search_acc: float | None = None
+    retrain_acc: float | None = None
+    retrain_source: str = ""
+    retrain_wall_s: float | None = None
+    gt_rank: int | None = None
+
+
+def truth_for(cfg: DictConfig, ctx: RunContext) -> NB201Truth | None:
+    """NAS-Bench-201 ground truth when ``ground_truth=`` is given and applies to this run."""
+    if not cfg.ground_truth:
+        return None
+    if ctx.space.name != "nb201":
+        raise UserError(
+            f"ground_truth is NAS-Bench-201's and needs space=nb201 (this run: space={ctx.space.name});"
+            " drop ground_truth to retrain each architecture"
+        )
+    if ctx.data.name not in DATASETS:
+        raise UserError(
+            f"NAS-Bench-201 has ground truth for data sets {', '.join(DATASETS)}, not {ctx.data.name};"
+            " pass one of them as data=... or drop ground_truth to retrain each architecture"
+        )
+    truth = load_ground_truth(Path(str(cfg.ground_truth)).expanduser())
+    if ctx.data.name not in truth.datasets():
+        raise UserError(
+            f"{cfg.ground_truth} has no 200-epoch test accuracy for {ctx.data.name};"
+            f" it has: {', '.join(truth.datasets())}"
+        )
+    return truth
+
+
+def sample_archs(
+    space: SearchSpace, n: int, seed: int, sampling: str, truth: NB201Truth | None, data: str
+) -> list[Arch]:
+    """``n`` distinct architectures fixed by ``seed``: uniform over the space, or one per
+    ground-truth accuracy quantile (``stratified``: the whole accuracy range, not its dense middle)."""
+    if sampling not in SAMPLINGS:
+        raise UserError(f"unknown sampling {sampling!r}; choose one of: {', '.join(SAMPLINGS)}")
+    if n > space.size():
+        raise UserError(f"n_archs={n}: the {space.name} space has only {space.size()} architectures")
+    gen = torch.Generator().manual_seed(seed)
+    if sampling == "stratified":
+        if truth is None:
+            raise UserError("sampling=stratified spreads architectures over ground-truth accuracy: give ground_truth=")
+        ordered = truth.table(data).sort_values(kind="stable").index.to_numpy()
+        bins = np.array_split(ordered, n)
+        return [space.decode(str(b[int(torch.randint(len(b), (1,), generator=gen))])) for b in bins]
+    archs: list[Arch] = []
+    while len(archs) < n:
+        arch = space.sample(gen)
+        if arch not in archs:
+            archs.append(arch)
+    return archs
+
+
+def retrain_recipe(ctx: RunContext, cfg: DictConfig) -> dict[str, Any]:
+    """What decides a retrain's result, in the JSON form it is recorded in."""
+    recipe = {k: ctx.budget.get(k) for k in RETRAIN_KEYS}
+    recipe.update(space=ctx.space.name, scale=cfg.scale.name, seed=int(cfg.seed))
+    return json.loads(json.dumps(recipe))
+
+
+def reused_retrains(folder: Any, ctx: RunContext, cfg: DictConfig) -> dict[str, float]:
+    """Retrain accuracies of another consistency folder, by architecture string; refused in one
+    line unless that folder used the same retrain recipe, space, scale and seed."""
+    if not folder:
+        return {}
+    folder = Path(str(folder)).expanduser()
+    try:
+        other = json.loads((folder / "consistency.json").read_text())
+        with open(folder / "consistency.csv", newline="") as f:
+            table = list(csv.DictReader(f))
+    except (OSError, ValueError):
+        raise UserError(
+            f"retrain_from={folder} holds no readable consistency.json and consistency.csv: give the folder of"
+            " an earlier experiments/consistency.py run"
+        ) from None
+    theirs = {**other.get("protocol", {}).get("retrain_recipe", {})}
+    theirs.update(space=other.get("space"), scale=other.get("scale"), seed=other.get("seed"))
+    mine = retrain_recipe(ctx, cfg)
+    for key in mine:
+        if theirs.get(key) != mine[key]:
+            raise UserError(
+                f"retrain_from={folder} retrained with {key}={theirs.get(key)!r}, this run uses {mine[key]!r};"
+                " retrains are reused only under the same recipe"
+            )
+    return {
+        r["arch"]: float(r["retrain_acc"])
+        for r in table
+        if r.get("retrain_source") in ("retrained", "reused") and r.get("retrain_acc")
+    }
+
+
+def write_table(path: Path, space: SearchSpace, rows: list[Row]) -> None:
+    """consistency.csv, written atomically (a reader never sees half a table)."""
+    out = io.StringIO()
+    writer = csv.DictWriter(out, fieldnames=COLUMNS)
+    writer.writeheader()
+    for row in rows:
+        values = {k: getattr(row, k) for k in COLUMNS if k != "arch"}
+        writer.writerow({"arch": space.encode(row.arch), **{k: "" if v is None else v for k, v in values.items()}})
+    atomic_write(path, lambda tmp: Path(tmp).write_text(out.getvalue()))
