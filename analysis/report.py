@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -37,18 +38,19 @@ TITLES = {
 }
 
 
-def fmt(value: object) -> str:
+def fmt(value: object, digits: int = 4) -> str:
     if isinstance(value, bool) or value is None:
         return "" if value is None else str(value)
     if isinstance(value, float):
         if math.isnan(value):
             return ""
-        return f"{value:.4g}" if abs(value) >= 1 or value == 0 else f"{value:.4f}"
+        return f"{value:.{digits}f}" if abs(value) < 100 else f"{value:.1f}"
     return str(value)
 
 
 def markdown(df: pd.DataFrame) -> str:
-    """A GitHub table (no extra dependency); columns ending in _std merge into "mean ± std"."""
+    """A GitHub table (no extra dependency). A column's ``_std`` merges into "mean ± std" and its
+    ``_lo`` / ``_hi`` into "value [lo, hi]"."""
     if df.empty:
         return "_none_\n"
     df = df.copy()
@@ -58,6 +60,12 @@ def markdown(df: pd.DataFrame) -> str:
             pairs = zip(df[base], df[col], strict=True)
             df[base] = [fmt(m) + (f" ± {fmt(s)}" if pd.notna(s) else "") for m, s in pairs]
         df = df.drop(columns=col)
+    for col in [c for c in df.columns if c.endswith("_lo")]:
+        base = col[: -len("_lo")]
+        if base in df.columns and f"{base}_hi" in df.columns:
+            triples = zip(df[base], df[col], df[f"{base}_hi"], strict=True)
+            df[base] = [f"{fmt(v, 3)} [{fmt(lo, 2)}, {fmt(hi, 2)}]" for v, lo, hi in triples]
+            df = df.drop(columns=[col, f"{base}_hi"])
     lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
     lines += ["| " + " | ".join(fmt(v) for v in row) + " |" for row in df.itertuples(index=False)]
     return "\n".join(lines) + "\n"
@@ -89,7 +97,7 @@ def write_report(c: Collection, out: Path, args: argparse.Namespace) -> Path:
     for name, df in {**made, "runs": c.runs, "phases": c.phases, "consistency": c.consistency}.items():
         df.to_csv(out / f"{name}.csv", index=False)
     shown = {k: v.drop(columns=["path"], errors="ignore") for k, v in made.items()}
-    shown["skipped"] = made["skipped"]
+    shown["skipped"] = made["skipped"].assign(path=[os.path.relpath(p, c.root) for p in made["skipped"]["path"]])
     for name, df in shown.items():
         (out / f"{name}.md").write_text(f"## {TITLES[name]}\n\n{markdown(df)}")
     figs = {}

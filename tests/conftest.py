@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import pickle
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -52,3 +54,19 @@ def preset(space: str, scale: str) -> dict:
 
     cfg = OmegaConf.load(ROOT / "experiments" / "conf" / "space" / f"{space}.yaml")
     return OmegaConf.to_container(cfg.presets[scale])
+
+
+def write_cifar10(root: Path, per_batch: int = 20) -> None:
+    """CIFAR-10 as torchvision reads it: pickled dicts (str keys once unpickled with latin1) of
+    uint8 rows (3072 = 3x32x32, channel-major) and labels, plus batches.meta."""
+    folder = root / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
+        labels = [int(v) for v in rng.integers(0, 10, per_batch)]
+        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
+        data[:, 0] = np.array(labels, dtype=np.uint8) * 20  # label-dependent pixel, checked below
+        with open(folder / name, "wb") as f:
+            pickle.dump({"data": data, "labels": labels, "batch_label": name}, f)
+    with open(folder / "batches.meta", "wb") as f:
+        pickle.dump({"label_names": [f"class{i}" for i in range(10)], "num_cases_per_batch": per_batch}, f)

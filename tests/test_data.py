@@ -3,15 +3,12 @@ format, and the in-memory loader's batching and augmentation."""
 
 from __future__ import annotations
 
-import pickle
-from pathlib import Path
-
 import numpy as np
 import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import ROOT
+from conftest import ROOT, write_cifar10
 from nasbench.data import DEBIAN_FASHION_MNIST, TensorImages, TensorLoader, load_data, make_loader
 from nasbench.errors import UserError
 
@@ -45,24 +42,8 @@ def test_missing_data_root_is_a_clear_error(tmp_path) -> None:
         load_data(data_cfg("cifar10"))
 
 
-def _write_cifar10(root: Path, per_batch: int = 20) -> None:
-    """CIFAR-10 as torchvision reads it: pickled dicts (str keys once unpickled with latin1) of
-    uint8 rows (3072 = 3x32x32, channel-major) and labels, plus batches.meta."""
-    folder = root / "cifar-10-batches-py"
-    folder.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for name in [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch"]:
-        labels = [int(v) for v in rng.integers(0, 10, per_batch)]
-        data = rng.integers(0, 256, (per_batch, 3072), dtype=np.uint8)
-        data[:, 0] = np.array(labels, dtype=np.uint8) * 20  # label-dependent pixel, checked below
-        with open(folder / name, "wb") as f:
-            pickle.dump({"data": data, "labels": labels, "batch_label": name}, f)
-    with open(folder / "batches.meta", "wb") as f:
-        pickle.dump({"label_names": [f"class{i}" for i in range(10)], "num_cases_per_batch": per_batch}, f)
-
-
 def test_cifar10_fixture_in_the_real_format(tmp_path) -> None:
-    _write_cifar10(tmp_path)
+    write_cifar10(tmp_path)
     data = load_data(data_cfg("cifar10", root=str(tmp_path)))
     assert data.train.images.shape == (100, 3, 32, 32) and data.test.images.shape == (20, 3, 32, 32)
     # channel 0, pixel (0, 0) carries the label: the layout (N, 3, 32, 32) is right
