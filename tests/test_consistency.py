@@ -1,0 +1,141 @@
+"""The consistency experiment end to end, as a user runs it: tiny scale, real training, real files."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from conftest import SHARED, run_entry, write_cifar10
+
+NB201_CSV = SHARED / "data" / "nasbench201" / "nb201_accuracies.csv"
+TINY = ("scale=tiny", "progress=false")
+
+
+def ok(script: str, *args: str) -> None:
+    done = run_entry(script, *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+
+
+def table(folder: Path) -> pd.DataFrame:
+    return pd.read_csv(folder / "consistency.csv", dtype={"arch": str})
+
+
+@pytest.fixture(scope="module")
+def spos_run(tmp_path_factory) -> Path:
+    """A finished tiny SPOS run (its folder holds supernet.pt)."""
+    folder = tmp_path_factory.mktemp("runs") / "spos_run"
+    ok("run.py", "method=spos", "space=shufflenet", *TINY, f"hydra.run.dir={folder}")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def experiment(spos_run: Path) -> Path:
+    folder = spos_run.parent / "consistency_spos"
+    args = ("method=spos", "space=shufflenet", *TINY, "n_archs=3", f"supernet_from={spos_run}")
+    ok("consistency.py", *args, f"hydra.run.dir={folder}")
+    return folder
+
+
+def test_the_run_record_holds_the_supernet_and_the_experiment_measures_what_summary_measured(
+    spos_run: Path, experiment: Path
+) -> None:
+    assert (spos_run / "supernet.pt").stat().st_size > 10_000
+    summary = json.loads((spos_run / "summary.json").read_text())
+    result = json.loads((experiment / "consistency.json").read_text())
+    rows = table(experiment)
+    assert result["status"] == "complete" and result["picked_arch"] == summary["arch"]
+    assert result["protocol"]["supernet"] == f"loaded from {spos_run}"
+    assert result["protocol"]["retrain_recipe"]["retrain_epochs"] == 3  # the tiny budget's
+    assert int(rows["sampled"].sum()) == 3 and len(set(rows["arch"])) == len(rows)
+    picked = rows[rows["picked"]].iloc[0]
+    assert picked["arch"] == summary["arch"]
+    # the same weights, the same BatchNorm recalibration batches, the same test set
+    assert picked["search_acc"] == pytest.approx(summary["search_acc"], abs=1e-9)
+    assert (rows["retrain_source"] == "retrained").all() and rows["retrain_acc"].between(0.3, 1).all()
+    assert (rows["params"] > 0).all() and (rows["flops"] > 0).all()
+    # the supernet was reused: no search phase, and every measurement left out of device-hours
+    names = [p["name"] for p in result["phases"]]
+    assert "search" not in names and names.count("consistency_retrain") == len(rows)
+    assert all(not p["counted"] for p in result["phases"]) and result["search_device_hours"] == 0
+
+
+def test_retrains_are_reused_only_under_the_same_recipe(spos_run: Path, experiment: Path, tmp_path: Path) -> None:
+    args = ("method=spos", "space=shufflenet", *TINY, "n_archs=3", f"supernet_from={spos_run}")
+    again = tmp_path / "again"
+    ok("consistency.py", *args, f"retrain_from={experiment}", f"hydra.run.dir={again}")
+    first, second = table(experiment), table(again)
+    assert (second["retrain_source"] == "reused").all()
+    pd.testing.assert_series_equal(first["retrain_acc"], second["retrain_acc"])
+    phases = json.loads((again / "consistency.json").read_text())["phases"]
+    assert not [p for p in phases if p["name"] == "consistency_retrain"]
+    other = run_entry("consistency.py", *args, "budget.retrain_epochs=1", f"retrain_from={experiment}")
+    assert other.returncode == 2 and "retrained with retrain_epochs=3" in other.stderr
+    assert "Traceback" not in other.stderr
+
+
+def test_nb201_ground_truth_with_stratified_sampling(tmp_path: Path) -> None:
+    """A search on a CIFAR-10 fixture in the real format; the retrain side is NAS-Bench-201's table."""
+    write_cifar10(tmp_path / "cifar")
+    folder = tmp_path / "nb201"
+    ok(
+        "consistency.py",
+        "method=dsnas",
+        "space=nb201",
+        "data=cifar10",
+        f"data.root={tmp_path / 'cifar'}",
+        *TINY,
+        "n_archs=5",
+        "sampling=stratified",
+        f"ground_truth={NB201_CSV}",
+        f"hydra.run.dir={folder}",
+    )
+    truth = pd.read_csv(NB201_CSV).set_index("arch_str")["cifar10_test_acc_200"] / 100
+    rows = table(folder)
+    sampled = rows[rows["sampled"]]
+    assert (rows["retrain_source"] == "nb201").all() and len(sampled) == 5
+    for row in rows.itertuples():
+        assert row.retrain_acc == pytest.approx(truth[row.arch])
+        assert row.gt_rank == (truth > truth[row.arch]).sum() + 1
+    # one architecture per fifth of the accuracy range, in order: the lowest fifth and the highest
+    assert sampled["retrain_acc"].is_monotonic_increasing
+    assert sampled["retrain_acc"].iloc[0] <= truth.quantile(0.2)
+    assert sampled["retrain_acc"].iloc[-1] >= truth.quantile(0.8)
+    result = json.loads((folder / "consistency.json").read_text())
+    assert "cifar10_test_acc_200" in result["protocol"]["retrain_score"]
+    assert [p["name"] for p in result["phases"] if p["counted"]] == ["search"]  # searched here
+
+
+def test_the_report_reads_real_records(spos_run: Path, experiment: Path, tmp_path: Path) -> None:
+    done = run_entry("../analysis/report.py", str(spos_run.parent), "--out", str(tmp_path / "report"))
+    assert done.returncode == 0, done.stderr[-2000:]
+    cost = pd.read_csv(tmp_path / "report" / "cost.csv")
+    assert list(cost["method"]) == ["spos"] and cost["retrain_device_hours"].iloc[0] > 0
+    corr = pd.read_csv(tmp_path / "report" / "correlation.csv")
+    assert corr["n"].tolist() == [3] * len(corr)
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (("space=shufflenet", f"ground_truth={NB201_CSV}"), "needs space=nb201"),
+        (("space=nb201", f"ground_truth={NB201_CSV}"), "not fashion_mnist"),
+        (("space=shufflenet", "sampling=stratified"), "give ground_truth="),
+        (("space=shufflenet", "sampling=best"), "unknown sampling 'best'"),
+        (("space=shufflenet", "n_archs=2"), "at least 3 architectures"),
+        (("space=shufflenet", "supernet_from=/nonexistent/run"), "holds no supernet.pt"),
+        (("space=shufflenet", "retrain_from=/nonexistent/run"), "no readable consistency.json"),
+    ],
+)
+def test_bad_input_is_one_line(args: tuple[str, ...], message: str, tmp_path: Path) -> None:
+    done = run_entry("consistency.py", "method=spos", *TINY, *args, f"hydra.run.dir={tmp_path / 'x'}")
+    assert done.returncode == 2 and message in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and done.stderr.strip().count("\n") == 0
+
+
+def test_another_methods_supernet_is_refused(spos_run: Path, tmp_path: Path) -> None:
+    args = ("method=dsnas", "space=shufflenet", *TINY, f"supernet_from={spos_run}", f"hydra.run.dir={tmp_path}")
+    done = run_entry("consistency.py", *args)
+    assert done.returncode == 2 and "holds a method=spos supernet" in done.stderr
