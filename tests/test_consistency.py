@@ -139,3 +139,21 @@ def test_another_methods_supernet_is_refused(spos_run: Path, tmp_path: Path) -> 
     args = ("method=dsnas", "space=shufflenet", *TINY, f"supernet_from={spos_run}", f"hydra.run.dir={tmp_path}")
     done = run_entry("consistency.py", *args)
     assert done.returncode == 2 and "holds a method=spos supernet" in done.stderr
+
+
+def test_a_damaged_supernet_checkpoint_is_one_line(spos_run: Path, tmp_path: Path) -> None:
+    from nasbench.errors import UserError
+    from nasbench.records import RunRecord
+
+    truncated = tmp_path / "truncated"
+    truncated.mkdir()
+    (truncated / "supernet.pt").write_bytes((spos_run / "supernet.pt").read_bytes()[:5000])
+    with pytest.raises(UserError, match="not a readable supernet checkpoint"):
+        RunRecord.peek(truncated).load_supernet()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    import torch
+
+    torch.save({"weights": torch.zeros(2)}, foreign / "supernet.pt")
+    with pytest.raises(UserError, match="not a supernet checkpoint of this suite"):
+        RunRecord.peek(foreign).load_supernet()

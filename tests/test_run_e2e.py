@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from conftest import ROOT, run_entry, tiny_space
 from methods.base import METHODS
 from nasbench.data import load_data
-from nasbench.records import SUMMARY_KEYS
+from nasbench.records import SUMMARY_KEYS, RunRecord
 from nasbench.spaces import SPACES
 
 
@@ -76,6 +76,9 @@ def test_every_method_on_every_space_runs_a_tiny_search(method: str, space: str,
     searched = tiny_space(space)  # the arch is a valid architecture of the space, in its own format
     assert summary["arch_ops"] == searched.describe(searched.decode(summary["arch"]))
     assert summary["final_acc"] > 0.2, "the deployed child learns well above chance (0.1)"
+    saved = RunRecord.peek(tmp_path / "run").load_supernet()  # the search stage's end, for consistency.py
+    assert (saved["method"], saved["space"], saved["arch"]) == (method, space, summary["arch"])
+    assert saved["state_dict"] and (saved["alpha"] is None) == (method in ("spos", "random"))
 
 
 def test_tiny_run_writes_a_complete_valid_record(tiny_run: Path) -> None:
@@ -86,6 +89,7 @@ def test_tiny_run_writes_a_complete_valid_record(tiny_run: Path) -> None:
         "summary.json",
         "child.pt2",
         "child_state.pt",
+        "supernet.pt",
     ):
         assert (tiny_run / name).is_file(), name
     assert not list(tiny_run.glob(".*.tmp*")), "a temporary file was left behind"
