@@ -5,7 +5,7 @@
 - ``consistency``: search-stage against retrain accuracy per method, with Kendall tau (the
   analogue of the paper's Figure 1);
 - ``cost``: final accuracy against total device-hours (one- and two-stage methods);
-- ``device_hours``: search and retrain device-hours stacked per method (Table 3 as bars).
+- ``device_hours``: search, finetune and retrain device-hours stacked per method (Table 3 as bars).
 """
 
 from __future__ import annotations
@@ -77,7 +77,9 @@ def cost_figure(runs: pd.DataFrame) -> plt.Figure:
 def device_hours_figure(cost: pd.DataFrame) -> plt.Figure:
     df = cost.assign(label=_label(cost)).sort_values("total_device_hours")
     fig, ax = plt.subplots(figsize=(6, 0.35 * len(df) + 1.4))
-    ax.barh(df["label"], df["search_device_hours"], color="C0", label="search")
+    searching = df["search_device_hours"] - df["finetune_device_hours"]
+    ax.barh(df["label"], searching, color="C0", label="search (warm-up, search, select)")
+    ax.barh(df["label"], df["finetune_device_hours"], left=searching, color="C1", label="finetune (one-stage)")
     ax.barh(df["label"], df["retrain_device_hours"], left=df["search_device_hours"], color="C2", label="retrain")
     ax.set(xlabel="device-hours", ylabel="")
     ax.legend(loc="lower right")

@@ -114,6 +114,7 @@ def load_run(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "flops": int(summary["flops"]),
         "search_device_hours": sum(float(p.get("device_hours", 0.0)) for p in counted) - retrain_h,
         "retrain_device_hours": retrain_h,
+        "finetune_device_hours": sum(float(p.get("device_hours", 0.0)) for p in counted if p["name"] == "finetune"),
         "total_device_hours": float(summary["total_device_hours"]),
         "peak_mem_bytes": int(summary["peak_mem_bytes"]),
         "search_epoch_s": float(search["wall_s"]) / search["epochs"] if search and search.get("epochs") else None,

@@ -141,6 +141,7 @@ def test_cost_table_in_the_shape_of_table_3(made: Path) -> None:
     # dsnas: search 0.1 + finetune 0.2 (search-from-search counts as search), nothing retrained
     assert cost.loc["dsnas", "search_device_hours"] == pytest.approx(0.3)
     assert cost.loc["dsnas", "retrain_device_hours"] == 0
+    assert cost.loc["dsnas", "finetune_device_hours"] == pytest.approx(0.2)
     # spos: two seeds, mean of (0.2 search + 0.3 or 0.5 retrain); uncounted evaluation left out
     assert cost.loc["spos", "seeds"] == 2
     assert cost.loc["spos", "search_device_hours"] == pytest.approx(0.2)
