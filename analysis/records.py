@@ -1,7 +1,8 @@
 """Collect run records (design.md, "The run record") from a folder tree into tidy tables.
 
-Works from the files alone (no torch, no project imports), so records made on another machine
-can be analysed anywhere. A folder is a record when it holds ``summary.json`` (experiments/run.py),
+Works from the files alone (no torch; of the project only nasbench.contract, which imports
+nothing), so records made on another machine can be analysed anywhere. A folder is a record
+when it holds ``summary.json`` (experiments/run.py),
 ``consistency.json`` (experiments/consistency.py) or Hydra's ``.hydra/`` (a run that started).
 A record that is incomplete, failed or malformed is listed in ``skipped`` with the reason and
 left out of every table; it never stops the collection.
@@ -17,22 +18,8 @@ from typing import Any
 
 import pandas as pd
 
-SUMMARY_KEYS = (
-    "method",
-    "estimator",
-    "space",
-    "data",
-    "seed",
-    "status",
-    "arch",
-    "search_acc",
-    "final_acc",
-    "params",
-    "flops",
-    "phases",
-    "total_device_hours",
-    "peak_mem_bytes",
-)
+from nasbench.contract import REQUIRED_SUMMARY_KEYS
+
 CONSISTENCY_COLUMNS = ("arch", "sampled", "picked", "search_acc", "retrain_acc")
 IDENTITY = ("method", "estimator", "space", "data", "scale", "budget_name", "seed")
 
@@ -94,7 +81,7 @@ def load_run(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     summary = read_json(folder / "summary.json")
     if summary.get("status") != "complete":
         raise Broken(f"status is {summary.get('status')!r}, not 'complete'")
-    missing = [k for k in SUMMARY_KEYS if k not in summary]
+    missing = [k for k in REQUIRED_SUMMARY_KEYS if k not in summary]
     if missing:
         raise Broken(f"summary.json lacks {', '.join(missing)}")
     phases = summary["phases"]
@@ -122,7 +109,7 @@ def load_run(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "device": summary.get("device"),
         "wall_s": summary.get("wall_s"),
     }
-    phase_rows = [{**ident, "path": str(folder), **{k: v for k, v in p.items()}} for p in phases]
+    phase_rows = [{**ident, "path": str(folder), **p} for p in phases]
     return row, phase_rows
 
 

@@ -24,7 +24,7 @@ GROUP = ["space", "data", "budget_name", "method"]
 
 
 def _grouped(df: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
-    agg = {f"{name}": (col, "mean") for name, col in columns.items()}
+    agg = {name: (col, "mean") for name, col in columns.items()}
     agg.update({f"{name}_std": (col, "std") for name, col in columns.items()})
     out = df.groupby(GROUP, dropna=False).agg(seeds=("seed", "nunique"), **agg).reset_index()
     return out
@@ -90,9 +90,7 @@ def correlation_table(c: Collection, bootstrap: int, seed: int, top_fraction: fl
     for path, table in c.consistency.groupby("path", sort=True):
         sampled = table[table["sampled"].astype(bool)]
         first = table.iloc[0]
-        stats = rank_correlations(
-            sampled["search_acc"], sampled["retrain_acc"], bootstrap, seed, top_fraction, k if k else None
-        )
+        stats = rank_correlations(sampled["search_acc"], sampled["retrain_acc"], bootstrap, seed, top_fraction, k)
         rows.append({**{g: first[g] for g in GROUP}, "seed": first["seed"], **stats, "path": path})
     out = pd.DataFrame(rows)
     order = ["space", "data", "budget_name", "method", "seed", "n", "k"]

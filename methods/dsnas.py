@@ -97,14 +97,14 @@ class DSNAS(Method):
             schedule = WarmupCosine(optimizer, outcome.extra["fork_lr"], steps)
             step = plain_step(child, optimizer, ctx.trainer.loss)
             ctx.trainer.run_phase("finetune", finetune_epochs, step, child, schedule)
-        arch = outcome.alpha
+        alpha = outcome.alpha
         return MethodResult(
             arch=outcome.arch,
             search_acc=search_acc,
             child=child,
             extra={
-                "fixed_layers": {str(i): k for i, k in sorted(arch.fixed.items())},
-                "alpha_probs": arch.probs().detach().tolist(),
+                "fixed_layers": {str(i): k for i, k in sorted(alpha.fixed.items())},
+                "alpha_probs": alpha.probs().detach().tolist(),
                 "alpha_lr": self.alpha_lr(),
             },
         )
