@@ -10,9 +10,15 @@ design.md: .hydra/, metrics.jsonl, summary.json, child.pt2 and child_state.pt.
 
 from __future__ import annotations
 
+import atexit
+import hashlib
+import json
 import logging
+import shutil
 import sys
+import tempfile
 import time
+from typing import Any
 
 import hydra
 import torch
@@ -23,10 +29,13 @@ from omegaconf import DictConfig, OmegaConf
 import cli  # noqa: F401  (sets the import path)
 from methods.base import METHODS, Method
 from methods.estimators.base import build_estimator
+from methods.steps import path_digest
+from nasbench import distributed
 from nasbench.budget import BudgetMeter
 from nasbench.context import RunContext
 from nasbench.data import load_data
 from nasbench.device import configure, resolve_device
+from nasbench.device import precision as device_precision
 from nasbench.errors import UserError
 from nasbench.finish import finish_run
 from nasbench.records import RunRecord
@@ -78,12 +87,15 @@ def prepare(cfg: DictConfig, record: RunRecord) -> tuple[type[Method], RunContex
     estimator = build_estimator(cfg.estimator)
     method_cls.check_estimator(OmegaConf.to_container(cfg.method, resolve=True), estimator)  # before data loads
     device = resolve_device(cfg.device, job_index())
-    configure(device)
-    torch.manual_seed(int(cfg.seed))
+    dist_env, device = distributed.init(device)
+    if dist_env.enabled and job_index() is not None:
+        raise UserError("a torchrun job runs one configuration: launch sweeps (-m) without torchrun")
+    configure(device, cfg.precision)
+    torch.manual_seed(int(cfg.seed))  # the same on every rank: the same initial network
     data = load_data(cfg.data)
     space = build_space(cfg, data.spec)
     budget = check_budget(cfg)
-    meter = BudgetMeter(device)
+    meter = BudgetMeter(device, dist_env.world_size)
     trainer = Trainer(budget, data, device, meter, record.metrics_path, seed=int(cfg.seed), progress=bool(cfg.progress))
     ctx = RunContext(
         space=space,
@@ -118,6 +130,7 @@ def run(cfg: DictConfig) -> dict:
         record.dir,
     )
     result = method_cls(ctx).run()
+    ranks = rank_agreement(ctx, result.arch, result.search_acc, result.extra)
     identity = {
         "method": cfg.method.name,
         "estimator": cfg.estimator.name,
@@ -127,8 +140,11 @@ def run(cfg: DictConfig) -> dict:
         "seed": int(cfg.seed),
         "one_stage": method_cls.one_stage,
         "budget": ctx.budget,
+        "precision": device_precision(),
+        "world_size": distributed.current().world_size,
     }
-    summary = finish_run(ctx, result.arch, result.search_acc, result.child, identity, result.extra, started)
+    extra = {**result.extra, **({"distributed": ranks} if ranks else {})}
+    summary = finish_run(ctx, result.arch, result.search_acc, result.child, identity, extra, started)
     log.info(
         "arch %s | search_acc %.4f | final_acc %.4f | %.2f MMACs | %.3f device-hours | %.0f s -> %s",
         summary["arch"],
@@ -142,6 +158,28 @@ def run(cfg: DictConfig) -> dict:
     return summary
 
 
+def rank_agreement(ctx: RunContext, arch: Any, search_acc: float, extra: dict) -> dict | None:
+    """In a distributed run: every rank's architecture, alpha and sampled-path digests, and
+    whether they agree (they must: the same seed, the same sampler, alpha's averaged gradient)."""
+    env = distributed.current()
+    if not env.enabled:
+        return None
+    alpha = json.dumps(extra.get("alpha_probs")).encode()
+    mine = {
+        "rank": env.rank,
+        "arch": ctx.space.encode(arch),
+        "alpha_digest": hashlib.sha256(alpha).hexdigest()[:16],
+        "search_acc": search_acc,
+        **path_digest(),
+    }
+    ranks = distributed.gather_objects(mine)
+    same = [{k: v for k, v in r.items() if k != "rank"} for r in ranks]
+    agree = all(r == same[0] for r in same)
+    if not agree:
+        log.error("the ranks of this distributed run disagree: %s", ranks)
+    return {"world_size": env.world_size, "backend": env.backend, "ranks_agree": agree, "ranks": ranks}
+
+
 def job_index() -> int | None:
     """The job's number in a multirun sweep (None in a single run): parallel jobs on a host with
     several GPUs take one each (design.md, "Where a user outgrows one machine")."""
@@ -151,11 +189,26 @@ def job_index() -> int | None:
 
 def refuse_complete_run_dir(argv: list[str]) -> None:
     """Check an explicit ``hydra.run.dir`` before Hydra writes its .hydra/ files into it."""
-    if "-m" in argv or "--multirun" in argv or "overwrite=true" in argv:
+    if "-m" in argv or "--multirun" in argv or "overwrite=true" in argv or not distributed.launched_env().is_main:
         return
     for arg in argv:
         if arg.startswith("hydra.run.dir="):
             RunRecord.peek(arg.split("=", 1)[1]).guard(overwrite=False)
+
+
+def secondary_rank_argv(argv: list[str]) -> list[str]:
+    """Under torchrun, ranks other than 0 keep their Hydra folder in a temporary directory,
+    removed at exit: rank 0 alone writes the run record."""
+    env = distributed.launched_env()
+    if env.enabled and ("-m" in argv or "--multirun" in argv):
+        raise UserError("a torchrun job runs one configuration: launch sweeps (-m) without torchrun")
+    if env.is_main:
+        return argv
+    tmp = tempfile.mkdtemp(prefix=f"nasbench-rank{env.rank}-")
+    atexit.register(shutil.rmtree, tmp, True)
+    kept = [a for a in argv if not a.startswith(("hydra.run.dir=", "hydra.output_subdir=", "progress="))]
+    quiet = ["hydra/job_logging=disabled", "hydra/hydra_logging=disabled", "progress=false"]
+    return [*kept, f"hydra.run.dir={tmp}", "hydra.output_subdir=null", *quiet]
 
 
 @hydra.main(version_base=None, config_path="conf", config_name="config")
@@ -167,4 +220,5 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     with cli.user_errors():
         refuse_complete_run_dir(sys.argv[1:])
+        sys.argv[1:] = secondary_rank_argv(sys.argv[1:])
     cli.entry(main)

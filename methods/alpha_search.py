@@ -58,11 +58,11 @@ class AlphaSearch(Method):
 
     def search_step(self, s: SupernetSearch) -> StepFn:
         ctx = self.ctx
-        args = (s.supernet, ctx.estimator, s.arch, s.sampler, ctx.device, ctx.trainer.loss)
+        rest = (ctx.estimator, s.arch, s.sampler, ctx.device, ctx.trainer.loss)
         if self.alpha_data == "train":
-            return estimator_step(*args, s.weight_opt, s.alpha_opt)
-        alpha_step = held_out_alpha_step(*args, s.alpha_opt)
-        return bilevel_step(*args, s.weight_opt, alpha_step, ctx.trainer.valid_stream(), self.alpha_every())
+            return estimator_step(s.trained, *rest, s.weight_opt, s.alpha_opt)
+        alpha_step = held_out_alpha_step(s.supernet, *rest, s.alpha_opt)
+        return bilevel_step(s.trained, *rest, s.weight_opt, alpha_step, ctx.trainer.valid_stream(), self.alpha_every())
 
     def search_stage(self) -> SearchOutcome:
         ctx = self.ctx
@@ -73,7 +73,7 @@ class AlphaSearch(Method):
             ctx,
             "warmup",
             warmup,
-            weight_step(s.supernet, ctx.estimator, s.arch, s.sampler, ctx.device, ctx.trainer.loss, s.weight_opt),
+            weight_step(s.trained, ctx.estimator, s.arch, s.sampler, ctx.device, ctx.trainer.loss, s.weight_opt),
             s,
         )
         run_search_phase(

@@ -58,6 +58,9 @@ class Method:
     #: "optional": either works (DSNAS with estimator=uniform is the uniform-prior ablation);
     #: "none": uniform paths only (SPOS, random search)
     alpha: ClassVar[str] = "required"
+    #: whether the search fixes decisions on the way (DSNAS's early fix): a fixed decision runs
+    #: one op even under an estimator that runs every candidate
+    fixes_decisions: ClassVar[bool] = False
 
     def __init__(self, ctx: RunContext) -> None:
         self.ctx = ctx

@@ -20,6 +20,7 @@ from methods.base import METHODS
 from methods.estimators.base import Estimator
 from methods.phases import SupernetSearch
 from methods.steps import AlphaStep, bilevel_step
+from nasbench import distributed
 from nasbench.errors import UserError
 from nasbench.train import StepFn
 
@@ -54,6 +55,7 @@ def second_order_alpha_step(s: SupernetSearch, estimator: Estimator, device: tor
                 p.copy_(b)
         s.alpha_opt.zero_grad(set_to_none=True)
         s.arch.alpha.grad = d_alpha - xi * (hessian_terms[0] - hessian_terms[1]) / (2 * eps)
+        distributed.average_(s.arch.alpha.grad)  # (each rank's virtual step uses its batch part)
         for i in s.arch.fixed:
             s.arch.alpha.grad[i] = 0.0
         s.alpha_opt.step()
@@ -84,7 +86,7 @@ class DARTS(AlphaSearch):
         ctx = self.ctx
         alpha_step = second_order_alpha_step(s, ctx.estimator, ctx.device, ctx.trainer.loss)
         return bilevel_step(
-            s.supernet,
+            s.trained,
             ctx.estimator,
             s.arch,
             s.sampler,

@@ -69,6 +69,7 @@ class DSNAS(Method):
     name = "dsnas"
     one_stage = True
     alpha = "optional"
+    fixes_decisions = True
 
     @classmethod
     def check_estimator(cls, cfg, estimator) -> None:
@@ -95,7 +96,7 @@ class DSNAS(Method):
             optimizer = weight_optimizer(child, ctx.budget)
             steps = finetune_epochs * ctx.trainer.steps_per_epoch()
             schedule = WarmupCosine(optimizer, outcome.extra["fork_lr"], steps)
-            step = plain_step(child, optimizer, ctx.trainer.loss)
+            step = plain_step(ctx.parallel(child), optimizer, ctx.trainer.loss)
             ctx.trainer.run_phase("finetune", finetune_epochs, step, child, schedule)
         alpha = outcome.alpha
         return MethodResult(
@@ -136,7 +137,7 @@ class DSNAS(Method):
             newly = early_fix(s.arch, float(cfg["early_fix_threshold"])) if estimator.learns_alpha else []
             return {"newly_fixed": newly, **estimator.on_epoch_start(epoch, search_epochs)}
 
-        args = (s.supernet, estimator, s.arch, s.sampler, ctx.device, ctx.trainer.loss, s.weight_opt)
+        args = (s.trained, estimator, s.arch, s.sampler, ctx.device, ctx.trainer.loss, s.weight_opt)
         run_search_phase(ctx, "warmup", warmup_epochs, weight_step(*args), s)
         run_search_phase(
             ctx,

@@ -34,6 +34,13 @@ class SupernetSearch:
     schedule: WarmupCosine
     alpha_opt: torch.optim.Optimizer | None
     sampler: torch.Generator
+    #: what weight steps run: the supernet, under DistributedDataParallel in a distributed run
+    #: (alpha steps on held-out batches run ``supernet`` itself: they train no weights)
+    trained: nn.Module | None = None
+
+    def __post_init__(self) -> None:
+        if self.trained is None:
+            self.trained = self.supernet
 
     def alpha_info(self) -> dict[str, Any]:
         """Per-epoch metrics of the architecture distribution."""
@@ -70,7 +77,10 @@ def start_search(method: Method, search_epochs: int, horizon_extra_steps: int = 
         search_epochs * steps + horizon_extra_steps,
         warmup_steps=round(float(ctx.budget.get("warmup_epochs", 0)) * steps),
     )
-    return SupernetSearch(supernet, arch, weight_opt, schedule, alpha_opt, ctx.generator("arch-sample"))
+    sampler = ctx.generator("arch-sample")  # the same stream on every rank: the same paths
+    # DDP must look for unused weights when a step runs one path or a fixed decision runs one op
+    partial = ctx.estimator.single_path or method.fixes_decisions
+    return SupernetSearch(supernet, arch, weight_opt, schedule, alpha_opt, sampler, ctx.parallel(supernet, partial))
 
 
 def run_search_phase(
@@ -121,7 +131,7 @@ def retrain(ctx: RunContext, arch: Arch, phase: str = "retrain", counted: bool =
         epochs * steps,
         warmup_steps=round(float(ctx.budget.get("warmup_epochs", 0)) * steps),
     )
-    step = plain_step(child, optimizer, ctx.trainer.loss)
+    step = plain_step(ctx.parallel(child), optimizer, ctx.trainer.loss)
     ctx.trainer.run_phase(phase, epochs, step, child, schedule, counted=counted)
     return child
 

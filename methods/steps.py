@@ -17,17 +17,38 @@ the backward (``alpha_grad``: the DSNAS credit, the binary-gate formula, REINFOR
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import torch
 from torch import Tensor
 
+from nasbench import distributed
 from nasbench.arch_params import ArchParameters
+from nasbench.device import autocast
 from nasbench.supernet import Selection, Supernet
 from nasbench.train import StepFn, StepOutput, train_batch
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
+
+_PATHS = hashlib.sha256()
+_PATH_COUNT = 0
+
+
+def trace_path(selection: Selection) -> None:
+    """Add a step's sampled ops to the run's path digest (a distributed run checks that every
+    rank sampled the same paths; a few microseconds per step)."""
+    global _PATH_COUNT
+    _PATHS.update(repr(selection.active).encode())
+    _PATH_COUNT += 1
+
+
+def path_digest() -> dict[str, Any]:
+    """How many paths this process sampled and a digest of them, in order."""
+    return {"paths": _PATH_COUNT, "digest": _PATHS.hexdigest()[:16]}
+
+
 ExtraGrad = Callable[[Selection], Tensor | None]
 #: (held-out x, held-out y, training x, training y) -> metrics; the training batch is for
 #: second-order DARTS, whose unrolled weight step needs it
@@ -58,6 +79,7 @@ def apply_alpha_update(
     if extra is not None:
         arch.alpha.grad = extra if arch.alpha.grad is None else arch.alpha.grad + extra
     if arch.alpha.grad is not None:
+        distributed.average_(arch.alpha.grad)  # every rank's batch part: alpha stays identical
         for i in arch.fixed:
             arch.alpha.grad[i] = 0.0
         alpha_opt.step()
@@ -79,6 +101,7 @@ def weight_step(
     def step(x: Tensor, y: Tensor) -> StepOutput:
         with torch.no_grad():  # the combination weights need no graph to alpha here
             selection = estimator.sample(arch, sampler, device)
+        trace_path(selection)
         if selection.weights is not None:
             selection.weights = selection.weights.detach()
         return train_batch(lambda inputs: supernet(inputs, selection), x, y, loss_fn, weight_opt)
@@ -107,6 +130,7 @@ def estimator_step(
 
     def step(x: Tensor, y: Tensor) -> StepOutput:
         selection = estimator.sample(arch, sampler, device)
+        trace_path(selection)
         # the only backward: weight gradients and whatever alpha's signal needs
         out = train_batch(lambda inputs: supernet(inputs, selection), x, y, loss_fn, weight_opt, [alpha_opt])
         apply_alpha_update(estimator, arch, selection, alpha_opt, extra_alpha_grad)
@@ -136,13 +160,17 @@ def held_out_alpha_step(
         if getattr(estimator, "needs_reward", False):
             with torch.no_grad():
                 selection = estimator.sample(arch, sampler, device)
-                logits = supernet(xv, selection)
-            reward = float((logits.argmax(1) == yv).float().mean())
+                trace_path(selection)
+                with autocast(xv.device.type):
+                    logits = supernet(xv, selection)
+            reward = distributed.mean_float(float((logits.argmax(1) == yv).float().mean()))
             selection.info["reward"] = reward
             apply_alpha_update(estimator, arch, selection, alpha_opt)
             return {"reward": reward}
         selection = estimator.sample(arch, sampler, device)
-        loss = loss_fn(supernet(xv, selection), yv)
+        trace_path(selection)
+        with autocast(xv.device.type):
+            loss = loss_fn(supernet(xv, selection), yv)
         loss.backward(inputs=[_signal_leaf(arch, selection)])
         apply_alpha_update(estimator, arch, selection, alpha_opt)
         return {"valid_loss": float(loss.detach())}

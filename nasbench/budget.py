@@ -1,7 +1,8 @@
 """The budget meter: what every phase of a run cost (design.md, "Core abstractions").
 
-Per phase: wall seconds, device type and count, device-hours (wall x devices / 3600), peak
-memory, images, steps and epochs. Peak memory is measured, never estimated: on CUDA the caching
+Per phase: wall seconds, device type and count, device-hours (wall x devices / 3600: a
+distributed run counts every rank's device), peak memory (the largest over the ranks), images,
+images per second, steps and epochs. Peak memory is measured, never estimated: on CUDA the caching
 allocator's peak of allocated bytes since the phase began; on the CPU the process's peak
 resident set size (VmHWM) in the phase, reset at the phase start through /proc/self/clear_refs.
 The CPU figure includes the interpreter and libraries, so compare CPU phases by difference.
@@ -17,6 +18,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+
+from nasbench import distributed
 
 
 def _proc_status_bytes(field: str) -> int | None:
@@ -83,6 +86,7 @@ class PhaseRecord:
     epochs: int = 0
     steps: int = 0
     images: int = 0
+    images_per_s: float = 0.0  # training images (over all ranks) per second of wall time
 
     def add_batch(self, images: int) -> None:
         self.steps += 1
@@ -112,14 +116,21 @@ class BudgetMeter:
         start = time.perf_counter()
         try:
             yield record
-        finally:
-            if self.device.type == "cuda":
-                torch.cuda.synchronize(self.device)
-            record.wall_s = time.perf_counter() - start
-            record.device_hours = record.wall_s * self.num_devices / 3600.0
-            record.peak_mem_bytes = memory.peak()
-            record.peak_mem_kind = memory.kind
-            self.phases.append(record)
+        except BaseException:
+            self._close(record, memory, start, over_ranks=False)  # no collective: a rank may be gone
+            raise
+        self._close(record, memory, start, over_ranks=True)
+
+    def _close(self, record: PhaseRecord, memory: PeakMemory, start: float, over_ranks: bool) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        record.wall_s = time.perf_counter() - start
+        record.device_hours = record.wall_s * self.num_devices / 3600.0
+        record.images_per_s = record.images / record.wall_s if record.wall_s > 0 else 0.0
+        peak = memory.peak()
+        record.peak_mem_bytes = distributed.max_int(peak) if over_ranks else peak
+        record.peak_mem_kind = memory.kind
+        self.phases.append(record)
 
     def total_device_hours(self) -> float:
         return sum(p.device_hours for p in self.phases if p.counted)

@@ -10,6 +10,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from nasbench import distributed
 from nasbench.budget import BudgetMeter
 from nasbench.data import DataBundle
 from nasbench.evaluate import accuracy, recalibrate_bn
@@ -41,6 +42,11 @@ class RunContext:
         if self.channels_last:
             return model.to(self.device, memory_format=torch.channels_last)
         return model.to(self.device)
+
+    def parallel(self, model: nn.Module, partial: bool = False) -> nn.Module:
+        """What a training step runs: ``model`` under DistributedDataParallel in a distributed
+        run (torchrun), else ``model`` itself (``partial``: a step may leave weights unused)."""
+        return distributed.wrap(model, find_unused=partial)
 
     def search_accuracy(self, child: nn.Module, phase: str = "eval_search") -> float:
         """Accuracy of a child with inherited weights after BatchNorm recalibration (not counted

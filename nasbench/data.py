@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
+from nasbench import distributed
 from nasbench.errors import UserError, unknown_choice
 from nasbench.spaces.base import InputSpec
 
@@ -235,6 +236,7 @@ class TensorLoader:
         augment: Mapping[str, Any] | None = None,
         drop_last: bool = False,
         seed: int = 0,
+        shard: bool = False,
     ) -> None:
         self.data = data
         self.batch_size = batch_size
@@ -243,6 +245,9 @@ class TensorLoader:
         self.drop_last = drop_last
         self.seed = seed
         self.epoch = 0
+        self.shard = shard and distributed.current().enabled
+        if self.shard and not drop_last:
+            raise ValueError("a sharded loader drops the last partial batch (every rank takes equal steps)")
 
     def __len__(self) -> int:
         n = len(self.data)
@@ -274,10 +279,14 @@ class TensorLoader:
         n = len(self.data)
         order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
         order = order.to(self.data.labels.device)
-        for start in range(0, n, self.batch_size):
-            idx = order[start : start + self.batch_size]
-            if self.drop_last and len(idx) < self.batch_size:
-                break
+        if self.shard:  # this rank's part of each global batch; its own augmentation draws
+            batches = distributed.shard_batches(order, self.batch_size, self.drop_last)
+            gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch + 7_919 * distributed.current().rank)
+        else:
+            batches = [order[s : s + self.batch_size] for s in range(0, n, self.batch_size)]
+            if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+                batches.pop()
+        for idx in batches:
             x = self.data.images[idx].float().div_(255.0)
             if self.augment:
                 x = self._augment(x, gen)
@@ -293,21 +302,38 @@ def make_loader(
     drop_last: bool = False,
     seed: int = 0,
     workers: int = 2,
+    shard: bool = False,
 ) -> Any:
-    """A loader for either an in-memory set or a torch Dataset (ImageFolder)."""
+    """A loader for either an in-memory set or a torch Dataset (ImageFolder). ``shard=True``: in
+    a distributed run, this rank's equal part of every global batch (nasbench.distributed)."""
     if isinstance(data, TensorImages):
-        return TensorLoader(data, batch_size, shuffle=shuffle, augment=augment, drop_last=drop_last, seed=seed)
-    return _DatasetLoader(data, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed, workers=workers)
+        return TensorLoader(
+            data, batch_size, shuffle=shuffle, augment=augment, drop_last=drop_last, seed=seed, shard=shard
+        )
+    return _DatasetLoader(
+        data, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed, workers=workers, shard=shard
+    )
 
 
 class _DatasetLoader:
     """A torch DataLoader whose shuffle order depends on (seed, epoch), like TensorLoader."""
 
     def __init__(
-        self, dataset: Any, batch_size: int, *, shuffle: bool, drop_last: bool, seed: int, workers: int
+        self,
+        dataset: Any,
+        batch_size: int,
+        *,
+        shuffle: bool,
+        drop_last: bool,
+        seed: int,
+        workers: int,
+        shard: bool = False,
     ) -> None:
         self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
         self.drop_last, self.seed, self.workers, self.epoch = drop_last, seed, workers, 0
+        self.shard = shard and distributed.current().enabled
+        if self.shard and not drop_last:
+            raise ValueError("a sharded loader drops the last partial batch (every rank takes equal steps)")
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
@@ -318,6 +344,14 @@ class _DatasetLoader:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        if self.shard:
+            n = len(self.dataset)
+            order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
+            parts = [idx.tolist() for idx in distributed.shard_batches(order, self.batch_size, self.drop_last)]
+            yield from torch.utils.data.DataLoader(
+                self.dataset, batch_sampler=parts, num_workers=self.workers, persistent_workers=False
+            )
+            return
         loader = torch.utils.data.DataLoader(
             self.dataset,
             batch_size=self.batch_size,

@@ -21,8 +21,10 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
+from nasbench import distributed
 from nasbench.budget import BudgetMeter
 from nasbench.data import DataBundle, make_loader, on_device, split, subset
+from nasbench.device import autocast
 from nasbench.errors import UserError
 
 
@@ -48,8 +50,9 @@ def train_batch(
 ) -> StepOutput:
     """Forward, loss, one backward, one optimizer step; ``also_zero`` optimizers (alpha's) get
     their gradients cleared before the backward so that it fills them afresh."""
-    logits = forward(x)
-    loss = loss_fn(logits, y)
+    with autocast(x.device.type):  # bf16 on GPUs by default (``precision``); off on the CPU
+        logits = forward(x)
+        loss = loss_fn(logits, y)
     for opt in (optimizer, *also_zero):
         opt.zero_grad(set_to_none=True)
     loss.backward()
@@ -149,8 +152,11 @@ class Trainer:
         self._loaders: dict[str, Any] = {}
 
     # ----- data ----------------------------------------------------------------------------
-    def _loader(self, part: str, augment: bool, shuffle: bool = True) -> Any:
-        key = f"{part}-{augment}-{shuffle}"
+    def _loader(self, part: str, augment: bool, shuffle: bool = True, shard: bool = False) -> Any:
+        """``shard``: in a distributed run, this rank's part of every batch (training phases
+        only; scoring, BatchNorm recalibration and evaluation read whole sets on every rank)."""
+        shard = shard and distributed.current().enabled
+        key = f"{part}-{augment}-{shuffle}" + ("-shard" if shard else "")
         if key not in self._loaders:
             data = {"train": self.train_set, "search": self.search_set, "valid": self.valid_set}[part]
             self._loaders[key] = make_loader(
@@ -161,6 +167,7 @@ class Trainer:
                 seed=self.seed + {"train": 0, "search": 0, "valid": 7919}[part],
                 augment=self.data.augment if augment and self.cfg.get("augment", True) else None,
                 workers=int(self.cfg.get("workers", 2)),
+                shard=shard,
             )
         return self._loaders[key]
 
@@ -178,7 +185,7 @@ class Trainer:
 
     def valid_stream(self, augment: bool = True) -> Iterator[tuple[Tensor, Tensor]]:
         """Held-out batches without end, reshuffled each pass: one per alpha step (bilevel)."""
-        loader = self._loader("valid", augment, True)
+        loader = self._loader("valid", augment, True, shard=True)
         epoch = 0
         while True:
             loader.set_epoch(zlib.crc32(f"valid:{epoch}".encode()))
@@ -204,7 +211,7 @@ class Trainer:
 
     # ----- the loop ------------------------------------------------------------------------
     def log(self, record: Mapping[str, Any]) -> None:
-        if self.metrics_path is not None:
+        if self.metrics_path is not None and distributed.current().is_main:
             with open(self.metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
                 f.flush()
@@ -228,7 +235,8 @@ class Trainer:
         ``epoch_info()`` adds fields at the epoch's end (temperature, alpha entropy).
         ``search=True`` trains on the search split's training part instead of the whole set.
         """
-        loader = self.search_loader() if search else self.train_loader()
+        loader = self._loader("search" if search else "train", True, shard=True)
+        main, world = distributed.current().is_main, distributed.current().world_size
         with self.meter.phase(name, counted) as record:
             for epoch in range(epochs):
                 start = time.perf_counter()
@@ -243,7 +251,7 @@ class Trainer:
                     total=len(loader),
                     desc=f"{name} {epoch + 1}/{epochs}",
                     unit="batch",
-                    disable=not self.progress,
+                    disable=not (self.progress and main),
                     leave=True,
                     mininterval=1.0,
                     dynamic_ncols=True,
@@ -255,7 +263,7 @@ class Trainer:
                     loss_sum += out.loss * out.batch
                     correct += out.correct
                     seen += out.batch
-                    record.add_batch(out.batch)
+                    record.add_batch(out.batch * world)
                     if i % 50 == 0 or i == len(loader) - 1:
                         mean_loss = (loss_sum / max(seen, 1)).item()
                         if not math.isfinite(mean_loss):
@@ -265,16 +273,21 @@ class Trainer:
                         bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{correct.item() / max(seen, 1):.3f}")
                 bar.close()
                 record.epochs += 1
+                # the epoch's figures over every rank's images
+                images = torch.tensor(float(seen), device=loss_sum.device).double()
+                totals = distributed.sum_(torch.stack([loss_sum.double(), correct.double(), images]))
+                loss_total, correct_total, seen_total = totals.tolist()
                 self.log(
                     {
                         "phase": name,
                         "epoch": epoch + 1,
-                        "loss": (loss_sum / max(seen, 1)).item(),
-                        "train_acc": correct.item() / max(seen, 1),
-                        "images": seen,
+                        "loss": loss_total / max(seen_total, 1),
+                        "train_acc": correct_total / max(seen_total, 1),
+                        "images": int(seen_total),
                         "lr": schedule.lr() if schedule is not None else None,
                         "wall_s": time.perf_counter() - start,
                         **extra,
                         **(epoch_info() if epoch_info else {}),
                     }
                 )
+            distributed.broadcast_buffers(model)  # rank 0's BatchNorm statistics on every rank
