@@ -1,5 +1,10 @@
 """One benchmark configuration in its own process (called by bench.py; prints one JSON line).
 
+Timing: every step is timed (a GPU is synchronised around it); the figure is the median over
+windows of ``alpha_every`` consecutive steps (the method's period: ProxylessNAS's alpha step
+every 5 weight steps counts once per window), divided by the window's length; the mean is
+reported beside it.
+
 Memory is the peak over the timed steps of everything a training step holds: parameters,
 gradients, optimizer state, activations. On CUDA: the allocator's peak of allocated bytes. On
 the CPU: the process's peak resident set (VmHWM, reset before the model is built) minus the
@@ -24,6 +29,7 @@ from methods.estimators.base import build_estimator
 from methods.steps import bilevel_step, estimator_step, held_out_alpha_step, weight_step
 from nasbench.arch_params import ArchParameters
 from nasbench.budget import current_rss_bytes, read_peak_rss, reset_peak_rss
+from nasbench.device import configure
 from nasbench.spaces import SPACES
 from nasbench.spaces.base import InputSpec
 from nasbench.supernet import one_hot_rows
@@ -68,13 +74,20 @@ def method_step(
     if getattr(method_cls, "alpha_data", "train") == "train":
         return estimator_step(*args, weight_opt, alpha_opt)
     held_out = itertools.repeat((x, y))
-    return bilevel_step(
-        *args, weight_opt, held_out_alpha_step(*args, alpha_opt), held_out, int(cfg.get("alpha_every", 1))
-    )
+    return bilevel_step(*args, weight_opt, held_out_alpha_step(*args, alpha_opt), held_out, alpha_every(method))
+
+
+def alpha_every(method: str) -> int:
+    """The method's period in weight steps (1 unless it takes an alpha step every k steps)."""
+    if method == "child":
+        return 1
+    cfg = OmegaConf.load(CONF_DIR / "method" / f"{method}.yaml")
+    return max(1, int(cfg.get("alpha_every", 1)))
 
 
 def measure(job: dict) -> dict:
     device = torch.device(job["device"])
+    precision = configure(device, job.get("precision", "auto"))  # cudnn autotuning, bf16 autocast
     spec = InputSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in job["spec"].items()})
     space = SPACES.get(job["space"])(job["preset"], spec)
     arch = tuple(job["arch"])
@@ -96,8 +109,10 @@ def measure(job: dict) -> dict:
     else:
         model = space.build_supernet().to(device, memory_format=fmt)
         step = method_step(job["config"], model, space, arch, x, y, device, loss_fn, train, job["seed"])
+    period = alpha_every(job["config"])
+    steps = period * max(1, -(-job["steps"] // period))  # whole periods
     times = []
-    for i in range(job["warmup"] + job["steps"]):
+    for i in range(job["warmup"] + steps):
         if device.type == "cuda":
             torch.cuda.synchronize()
         start = time.perf_counter()
@@ -110,11 +125,13 @@ def measure(job: dict) -> dict:
         peak = torch.cuda.max_memory_allocated()
     else:
         peak = (read_peak_rss() or 0) - base
+    windows = [statistics.mean(times[i : i + period]) for i in range(0, len(times), period)]
     return {
         "config": job["config"],
-        "step_ms": 1000 * statistics.mean(times),
-        "step_ms_min": 1000 * min(times),
+        "step_ms": 1000 * statistics.median(windows),
+        "step_ms_mean": 1000 * statistics.mean(times),
         "peak_mem_bytes": int(peak),
+        "precision": precision,
     }
 
 

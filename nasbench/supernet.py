@@ -113,15 +113,27 @@ class ChoiceBlock(nn.Module):
         """
         acc = torch.promote_types(grad_out.dtype, torch.float32)  # accumulate in at least float32
         grads = torch.zeros(len(self.candidates), dtype=acc, device=grad_out.device)
-        grads[active] = (grad_out * out).sum(dtype=acc)
+        grads[active] = inner_product(grad_out, out)
         for j in probes:
             op = self.candidates[j]
             buffers = [b.clone() for b in op.buffers()]
             y = op(x)
             for b, saved in zip(op.buffers(), buffers):
                 b.copy_(saved)
-            grads[j] = (grad_out * y).sum(dtype=acc)
+            grads[j] = inner_product(grad_out, y)
         return grads
+
+
+def inner_product(a: Tensor, b: Tensor) -> Tensor:
+    """sum(a * b) over every element, accumulated in at least float32. Two float32 tensors laid
+    out alike (channels_last or not) take one fused dot over their memory, without the
+    temporary of ``a * b`` (about 2x faster on the CPU; DSNAS computes one per layer and step)."""
+    if a.dtype == b.dtype == torch.float32 and a.shape == b.shape and a.stride() == b.stride():
+        order = sorted(range(a.dim()), key=lambda d: -a.stride(d))
+        flat_a, flat_b = a.permute(order), b.permute(order)
+        if flat_a.is_contiguous() and flat_b.is_contiguous():
+            return torch.dot(flat_a.reshape(-1), flat_b.reshape(-1))
+    return (a * b).sum(dtype=torch.promote_types(a.dtype, torch.float32))
 
 
 class _GateGradient(torch.autograd.Function):
@@ -137,9 +149,10 @@ class _GateGradient(torch.autograd.Function):
     def forward(  # type: ignore[override]
         ctx: Any, out: Tensor, x: Tensor, weights: Tensor, block: ChoiceBlock, active: int, probes: tuple[int, ...]
     ) -> Tensor:
-        ctx.save_for_backward(out, x)
+        ctx.save_for_backward(out, x if probes else None)  # x only to recompute probed ops
         ctx.block, ctx.active, ctx.probes = block, active, probes
         ctx.gate_meta = (weights.shape, weights.dtype, weights.device)
+        ctx.weights = weights if weights.is_leaf else None
         return out.view_as(out)
 
     @staticmethod
@@ -148,10 +161,18 @@ class _GateGradient(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             out, x = ctx.saved_tensors
             block: ChoiceBlock = ctx.block
-            row = block.gate_gradients(x, out, grad_out, ctx.active, ctx.probes)
             shape, dtype, device = ctx.gate_meta
-            grad_weights = torch.zeros(shape, dtype=dtype, device=device)
-            grad_weights[block.decision, : row.numel()] = row.to(dtype=dtype, device=device)
+            leaf = ctx.weights
+            if not ctx.probes and leaf is not None:
+                # the active op's gradient only (DSNAS's credit): one inner product, added
+                # straight into the leaf's gradient (no (decisions x candidates) temporary)
+                if leaf.grad is None:
+                    leaf.grad = torch.zeros(shape, dtype=dtype, device=device)
+                leaf.grad[block.decision, ctx.active] += inner_product(grad_out, out).to(dtype)
+            else:
+                row = block.gate_gradients(x, out, grad_out, ctx.active, ctx.probes)
+                grad_weights = torch.zeros(shape, dtype=dtype, device=device)
+                grad_weights[block.decision, : row.numel()] = row.to(dtype=dtype, device=device)
         return grad_out, None, grad_weights, None, None, None
 
 
