@@ -7,8 +7,10 @@ For each configuration (``child``, the stand-alone network of one architecture, 
 the others are the search steps of every method, with its default estimator, forced onto that
 same architecture) it measures, in a fresh process, the median wall time of a training step
 (bilevel methods' alpha steps amortised over ``alpha_every``; experiments/bench_step.py), images
-per second and the peak memory, on the same random batch. Configurations are interleaved over
-``repeats`` rounds, and ratios to the child are taken within a round. With ``loader=true`` the
+per second and the peak memory, on the same random batch. A search step's time ratio is taken
+against the child timed alternately with it in that process (``paired_child_ms``), so a machine
+slowing down between processes does not bias it; the memory ratio is against the child's own
+process. Configurations are interleaved over ``repeats`` rounds. With ``loader=true`` the
 training loader of a run (the real data set and augmentation) is timed too, as the row
 ``loader`` (ms per batch, images per second), so that it can be checked against the steps it
 feeds. It prints a table and writes it as CSV (``out=``).
@@ -44,6 +46,7 @@ FIELDS = (
     "peak_mem_bytes",
     "time_ratio",
     "mem_ratio",
+    "paired_child_ms",
 )
 
 
@@ -125,6 +128,8 @@ def bench(cfg: DictConfig) -> list[dict]:
         floor = results["child"]
         for config, res in results.items():
             mem = res["peak_mem_bytes"]
+            # a search step's ratio: against the child timed alternately in its own process
+            ratio = res["paired_step_ms"] / res["child_step_ms"] if "paired_step_ms" in res else None
             rows.append(
                 {
                     "round": r,
@@ -133,8 +138,9 @@ def bench(cfg: DictConfig) -> list[dict]:
                     "step_ms_mean": round(res["step_ms_mean"], 3),
                     "img_per_s": round(1000 * batch / res["step_ms"], 1),
                     "peak_mem_bytes": mem,
-                    "time_ratio": round(res["step_ms"] / floor["step_ms"], 3),
+                    "time_ratio": round(ratio if ratio is not None else res["step_ms"] / floor["step_ms"], 3),
                     "mem_ratio": None if mem is None else round(mem / max(floor["peak_mem_bytes"], 1), 3),
+                    "paired_child_ms": round(res["child_step_ms"], 3) if "child_step_ms" in res else None,
                 }
             )
     report(cfg, space, arch, batch, device, precision, rows)

@@ -3,7 +3,8 @@
 Timing: every step is timed (a GPU is synchronised around it); the figure is the median over
 windows of ``alpha_every`` consecutive steps (the method's period: ProxylessNAS's alpha step
 every 5 weight steps counts once per window), divided by the window's length; the mean is
-reported beside it.
+reported beside it. The time ratio to the child comes from a second, paired measurement in the
+same process: a period of child steps, a period of the method's steps, alternating.
 
 Memory is the peak over the timed steps of everything a training step holds: parameters,
 gradients, optimizer state, activations. On CUDA: the allocator's peak of allocated bytes. On
@@ -85,7 +86,27 @@ def alpha_every(method: str) -> int:
     return max(1, int(cfg.get("alpha_every", 1)))
 
 
+def timed(step, x: torch.Tensor, y: torch.Tensor, device: torch.device) -> float:
+    """Seconds of one step (a GPU synchronised before and after)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    step(x, y)
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+    return time.perf_counter() - start
+
+
+def per_step(times: list[float], period: int) -> tuple[float, float]:
+    """(median over whole periods of the mean step, mean step), in milliseconds."""
+    windows = [statistics.mean(times[i : i + period]) for i in range(0, len(times), period)]
+    return 1000 * statistics.median(windows), 1000 * statistics.mean(times)
+
+
 def measure(job: dict) -> dict:
+    """Peak memory and time of the configuration alone; then, for a search step, time again
+    alternating step by step with the child of the same architecture built in the same process
+    (``child_step_ms``): a slowdown of the machine hits both sides of the ratio alike."""
     device = torch.device(job["device"])
     precision = configure(device, job.get("precision", "auto"))  # cudnn autotuning, bf16 autocast
     spec = InputSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in job["spec"].items()})
@@ -103,36 +124,42 @@ def measure(job: dict) -> dict:
     base = current_rss_bytes() or 0
     train = {"lr": 0.01, "momentum": 0.9, "weight_decay": 4e-5}
     loss_fn = torch.nn.CrossEntropyLoss()
+
+    def child_step():
+        child = space.build_child(arch).to(device, memory_format=fmt)
+        return plain_step(child, weight_optimizer(child, train), loss_fn)
+
     if job["config"] == "child":
-        model = space.build_child(arch).to(device, memory_format=fmt)
-        step = plain_step(model, weight_optimizer(model, train), loss_fn)
+        step = child_step()
     else:
         model = space.build_supernet().to(device, memory_format=fmt)
         step = method_step(job["config"], model, space, arch, x, y, device, loss_fn, train, job["seed"])
     period = alpha_every(job["config"])
     steps = period * max(1, -(-job["steps"] // period))  # whole periods
-    times = []
-    for i in range(job["warmup"] + steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        step(x, y)
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if i >= job["warmup"]:
-            times.append(time.perf_counter() - start)
+    times = [timed(step, x, y, device) for _ in range(job["warmup"] + steps)][job["warmup"] :]
     if device.type == "cuda":
         peak = torch.cuda.max_memory_allocated()
     else:
         peak = (read_peak_rss() or 0) - base
-    windows = [statistics.mean(times[i : i + period]) for i in range(0, len(times), period)]
-    return {
+    step_ms, step_ms_mean = per_step(times, period)
+    result = {
         "config": job["config"],
-        "step_ms": 1000 * statistics.median(windows),
-        "step_ms_mean": 1000 * statistics.mean(times),
+        "step_ms": step_ms,
+        "step_ms_mean": step_ms_mean,
         "peak_mem_bytes": int(peak),
         "precision": precision,
     }
+    if job.get("paired", True) and job["config"] != "child":
+        floor = child_step()
+        for _ in range(job["warmup"]):
+            floor(x, y)
+        mine, theirs = [], []
+        for _ in range(steps // period):
+            theirs.extend(timed(floor, x, y, device) for _ in range(period))
+            mine.extend(timed(step, x, y, device) for _ in range(period))
+        result["paired_step_ms"], _ = per_step(mine, period)
+        result["child_step_ms"], _ = per_step(theirs, 1)
+    return result
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ from consistency_parts import (
 )
 from methods.base import Method
 from methods.phases import retrain
+from nasbench import distributed
 from nasbench.context import RunContext
 from nasbench.errors import UserError
 from nasbench.evaluate import accuracy
@@ -203,4 +204,7 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
+    with cli.user_errors():
+        if distributed.launched_env().enabled:
+            raise UserError("the consistency experiment runs in one process: start it without torchrun")
     cli.entry(main)

@@ -114,10 +114,19 @@ def test_bench_writes_its_table(space: str, tmp_path) -> None:
     )
     assert proc.returncode == 0, proc.stderr
     rows = list(csv.DictReader(out.open()))
-    assert [r["method"] for r in rows] == ["child", "dsnas", "darts", "proxyless", "spos"]
-    assert {"method", "step_ms", "peak_mem_bytes", "time_ratio", "mem_ratio"} <= set(rows[0])
+    assert [r["method"] for r in rows] == ["child", "dsnas", "darts", "proxyless", "spos", "loader"]
+    assert {"method", "step_ms", "img_per_s", "peak_mem_bytes", "time_ratio", "mem_ratio"} <= set(rows[0])
     assert float(rows[0]["time_ratio"]) == 1.0 and float(rows[0]["mem_ratio"]) == 1.0
-    assert all(float(r["step_ms"]) > 0 and int(r["peak_mem_bytes"]) > 0 for r in rows)
+    steps, loader = rows[:-1], rows[-1]
+    assert all(float(r["step_ms"]) > 0 and int(r["peak_mem_bytes"]) > 0 for r in steps)
+    for r in rows:
+        assert float(r["img_per_s"]) == pytest.approx(64 * 1000 / float(r["step_ms"]), rel=1e-3)  # tiny: batch 64
+    for r in steps[1:]:  # search steps: timed against a child alternating with them in their process
+        assert float(r["paired_child_ms"]) > 0 and float(r["time_ratio"]) > 0
+    assert rows[0]["paired_child_ms"] == loader["paired_child_ms"] == ""
+    assert float(loader["time_ratio"]) == pytest.approx(float(loader["step_ms"]) / float(rows[0]["step_ms"]), abs=2e-3)
+    assert loader["peak_mem_bytes"] == "" and loader["mem_ratio"] == ""  # a loader has no step memory
+    assert "loader:" in proc.stdout and "img/s against the fastest step" in proc.stdout
 
 
 @pytest.mark.parametrize(

@@ -131,3 +131,10 @@ def test_torchrun_refuses_a_sweep(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "error: a torchrun job runs one configuration: launch sweeps (-m) without torchrun" in proc.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_torchrun_refuses_the_consistency_experiment(tmp_path: Path) -> None:
+    proc = torchrun("experiments/consistency.py", "scale=tiny", f"hydra.run.dir={tmp_path / 'c'}")
+    assert proc.returncode != 0
+    assert "error: the consistency experiment runs in one process: start it without torchrun" in proc.stderr
+    assert not (tmp_path / "c").exists()

@@ -1,0 +1,54 @@
+"""Mixed precision: ``precision=bf16`` autocasts the training forward; weights, their gradients,
+optimizer state and the loss stay float32; ``auto`` is fp32 on the CPU."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from conftest import tiny_space
+from nasbench.device import autocast, configure, precision
+from nasbench.errors import UserError
+from nasbench.train import train_batch, weight_optimizer
+from test_run_e2e import _tiny_run
+
+CPU = torch.device("cpu")
+
+
+@pytest.fixture
+def restore_precision():
+    yield
+    configure(CPU, "fp32")
+
+
+def test_auto_is_fp32_on_the_cpu(restore_precision) -> None:
+    assert configure(CPU, "auto") == "fp32" == precision()
+    with autocast("cpu"):
+        assert not torch.is_autocast_enabled("cpu")
+    with pytest.raises(UserError, match="unknown precision 'half'; choose one of: auto, fp32, bf16"):
+        configure(CPU, "half")
+
+
+def test_bf16_autocasts_the_forward_only(restore_precision) -> None:
+    assert configure(CPU, "bf16") == "bf16" == precision()
+    torch.manual_seed(0)
+    child = tiny_space().build_child((0, 1, 2, 3))
+    seen: dict[str, torch.dtype] = {}
+    child.register_forward_hook(lambda m, i, o: seen.__setitem__("logits", o.dtype))
+    x, y = torch.rand(8, 1, 28, 28), torch.randint(10, (8,))
+    optimizer = weight_optimizer(child, {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.0})
+    before = [p.detach().clone() for p in child.parameters()]
+    out = train_batch(child, x, y, torch.nn.CrossEntropyLoss(), optimizer)
+    assert seen["logits"] == torch.bfloat16
+    assert out.loss.dtype == torch.float32 and torch.isfinite(out.loss)
+    assert all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in child.parameters())
+    assert any(not torch.equal(p, b) for p, b in zip(child.parameters(), before))
+    configure(CPU, "fp32")
+    train_batch(child, x, y, torch.nn.CrossEntropyLoss(), optimizer)
+    assert seen["logits"] == torch.float32
+
+
+def test_a_bf16_run_records_its_precision(tmp_path) -> None:
+    summary = _tiny_run(tmp_path / "bf16", "method=dsnas", "space=shufflenet", "precision=bf16", "device=cpu")
+    assert summary["precision"] == "bf16" and summary["final_acc"] > 0.2
+    assert all(p["images_per_s"] > 0 for p in summary["phases"] if p["name"] in ("search", "finetune"))
