@@ -129,6 +129,37 @@ def test_bench_writes_its_table(space: str, tmp_path) -> None:
     assert "loader:" in proc.stdout and "img/s against the fastest step" in proc.stdout
 
 
+def test_bench_times_an_image_folder_loader(tmp_path) -> None:
+    """The loader row on JPEG files (ImageNet's format): decoding and random-resized crops."""
+    from PIL import Image
+
+    for split in ("train", "val"):
+        for c in range(2):
+            folder = tmp_path / "imagenet" / split / f"class{c}"
+            folder.mkdir(parents=True)
+            for i in range(8):
+                Image.new("RGB", (40, 48), (40 * c + i, 0, 0)).save(folder / f"img{i}.JPEG")
+    out = tmp_path / "bench.csv"
+    proc = run_entry(
+        "bench.py",
+        "space=shufflenet",
+        "scale=tiny",
+        "data=imagenet",
+        f"data.root={tmp_path / 'imagenet'}",
+        "data.size=32",
+        "batch_size=4",
+        "steps=2",
+        "warmup=1",
+        "loader_batches=3",
+        "configs=[spos]",
+        f"out={out}",
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr
+    rows = {r["method"]: r for r in csv.DictReader(out.open())}
+    assert set(rows) == {"child", "spos", "loader"} and float(rows["loader"]["img_per_s"]) > 0
+
+
 @pytest.mark.parametrize(
     "arch, params, mflops",
     [
