@@ -32,6 +32,11 @@ from nasbench.train import StepFn, StepOutput, train_batch
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
+ExtraGrad = Callable[[Selection], Tensor | None]
+#: (held-out x, held-out y, training x, training y) -> metrics; the training batch is for
+#: second-order DARTS, whose unrolled weight step needs it
+AlphaStep = Callable[[Tensor, Tensor, Tensor, Tensor], dict[str, float]]
+
 _PATHS = hashlib.sha256()
 _PATH_COUNT = 0
 
@@ -47,12 +52,6 @@ def trace_path(selection: Selection) -> None:
 def path_digest() -> dict[str, Any]:
     """How many paths this process sampled and a digest of them, in order."""
     return {"paths": _PATH_COUNT, "digest": _PATHS.hexdigest()[:16]}
-
-
-ExtraGrad = Callable[[Selection], Tensor | None]
-#: (held-out x, held-out y, training x, training y) -> metrics; the training batch is for
-#: second-order DARTS, whose unrolled weight step needs it
-AlphaStep = Callable[[Tensor, Tensor, Tensor, Tensor], dict[str, float]]
 
 
 def _signal_leaf(arch: ArchParameters, selection: Selection) -> Tensor:

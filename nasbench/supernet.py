@@ -38,7 +38,8 @@ class Selection:
             in the forward, or None (for the whole selection or one decision): no gates. A weighted
             decision with a probe list (possibly empty) runs its single active op unscaled and,
             in the backward, adds <dL/dm, O^j(x)> to ``weights.grad[decision, j]`` for the active
-            op and every probed j; several blocks sharing a decision add up.
+            op and every probed j; several blocks sharing a decision add up. DSNAS gives empty
+            lists: its dummy 1 is never multiplied in, and the backward adds the credit alone.
     """
 
     active: list[list[int]]
