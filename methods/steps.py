@@ -168,6 +168,7 @@ def held_out_alpha_step(
             return {"reward": reward}
         selection = estimator.sample(arch, sampler, device)
         trace_path(selection)
+        selection.info["cheap_credit"] = False  # the backward reaches alpha's signal only
         with autocast(xv.device.type):
             loss = loss_fn(supernet(xv, selection), yv)
         loss.backward(inputs=[_signal_leaf(arch, selection)])

@@ -13,7 +13,7 @@ from methods.dsnas import early_fix, flops_penalty_grad
 from methods.estimators.dsnas import DSNASEstimator
 from methods.estimators.uniform import UniformEstimator
 from nasbench.arch_params import ArchParameters
-from nasbench.supernet import ChoiceBlock, Selection
+from nasbench.supernet import ChoiceBlock, Selection, one_hot_rows
 
 CPU = torch.device("cpu")
 
@@ -180,3 +180,30 @@ def test_uniform_estimator_samples_uniformly_and_learns_nothing() -> None:
         counts[torch.arange(2), torch.tensor([ops[0] for ops in selection.active])] += 1
         assert estimator.alpha_grad(arch, selection) is None
     torch.testing.assert_close(counts / 4000, torch.full((2, 4), 0.25), atol=0.03, rtol=0)
+
+
+@pytest.mark.parametrize("arch", [(0, 1, 2, 3, 4, 2), (4, 3, 1, 0, 2, 4), (2, 2, 3, 3, 1, 1)])
+def test_cheap_credits_equal_the_dummy_multiply_on_every_nb201_op(arch: tuple[int, ...]) -> None:
+    """The credit of every NAS-Bench-201 op kind (zero, linear skip and pooling, BatchNorm-ended
+    convs; nasbench/credit.py) equals dL/dZ of an explicit multiply by the dummy one-hot Z."""
+    space = tiny_space("nb201")
+    torch.manual_seed(0)
+    net = space.build_supernet()
+    x, y = torch.rand(8, *space.inputs.shape), torch.randint(10, (8,))
+    sample = torch.tensor(arch)
+    credits = {}
+    for how in ("multiply", "cheap"):
+        dummy = one_hot_rows(sample, space.max_candidates).requires_grad_()
+        active = [[k] for k in arch]
+        if how == "multiply":  # the paper's formulation: the output times the dummy 1
+            selection = Selection(active=active, weights=dummy)
+        else:
+            selection = Selection(active=active, weights=dummy, probe=[[] for _ in arch], info={"cheap_credit": True})
+        torch.nn.functional.cross_entropy(net(x, selection), y).backward()
+        credits[how] = dummy.grad.gather(1, sample[:, None]).squeeze(1)
+        net.zero_grad(set_to_none=True)
+    for d, k in enumerate(arch):
+        if k == 0:  # the none op: its output, and so its credit, is 0
+            assert credits["cheap"][d] == 0 and credits["multiply"][d] == 0
+    assert torch.allclose(credits["cheap"], credits["multiply"], rtol=1e-4, atol=1e-7), credits
+    assert credits["multiply"].abs().max() > 1e-4  # not a comparison of zeros

@@ -74,9 +74,13 @@ def test_single_path_step_runs_the_childs_ops(space_name: str, estimator_name: s
     assert child_ops["aten::convolution"] > 0
     for name in HEAVY:
         assert ops[name] == child_ops[name], (name, ops[name], child_ops[name])
-    blocks = len(space.build_supernet().choice_blocks())
     if estimator_name == "dsnas":
-        assert ops["aten::dot"] == blocks  # one credit per choice block, nothing full-size
+        # one credit per choice block by its active op's kind (nasbench/credit.py): a dot over
+        # the output or input, two C-length dots from an affine BatchNorm's gradients, none for 0
+        dots = {"output": 1, "linear": 1, "batchnorm": 2, "zero": 0}
+        blocks = space.build_supernet().choice_blocks()
+        expected = sum(dots[getattr(b.candidates[arch[b.decision]], "credit_kind", "output")] for b in blocks)
+        assert ops["aten::dot"] == expected
         assert ops["aten::mul"] <= child_ops["aten::mul"] + 4  # the alpha gradient's few small ones
     else:
         assert ops["aten::dot"] == 0

@@ -9,10 +9,10 @@ The alpha gradient is then g_i = r_i * (e_{s_i} - p_i): the credit times grad lo
 a score-function form with a per-layer first-order credit, the lambda -> 0 limit of SNAS; no
 dZ/dalpha and no backward inside forward. Decisions already fixed run their op unscaled.
 
-The multiply by 1 itself is not run: the selection asks the supernet for the gate gradient of
-the active op only (empty ``probe`` lists), an identity in the forward whose backward adds the
-same inner product to the dummy's gradient. The step runs the child's ops plus one fused dot
-product per layer (docs/benchmarks.md).
+The multiply by 1 itself is not run: the selection asks the supernet for the active op's gate
+gradient alone (empty ``probe`` lists), which nasbench/credit.py computes by the op's kind: one
+fused dot product over the op's output or input, or, for an op ending in an affine BatchNorm,
+from that BatchNorm's parameter gradients (docs/benchmarks.md).
 """
 
 from __future__ import annotations
@@ -39,7 +39,7 @@ class DSNASEstimator(Estimator):
             active=[[k] for k in sample.tolist()],
             weights=dummy,
             weighted=[i not in arch.fixed for i in range(len(sample))],
-            info={"probs": probs, "sample": sample},
+            info={"probs": probs, "sample": sample, "cheap_credit": True},
             # the dummy multiply without the multiply: the forward is the op's output itself and
             # the backward adds <dL/dx_{i+1}, O_i(x_i)> to the dummy's gradient (no probed ops)
             probe=[[] for _ in range(len(sample))],

@@ -52,6 +52,12 @@ EXAMPLE = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_
 class ReLUConvBN(nn.Sequential):
     """ReLU, k x k conv without bias, affine BN with running statistics (official ReLUConvBN)."""
 
+    credit_kind = "batchnorm"  # nasbench/credit.py: DSNAS's credit from the BN's gradients
+
+    @property
+    def credit_bn(self) -> nn.BatchNorm2d:
+        return self[2]
+
     def __init__(self, cin: int, cout: int, k: int, stride: int = 1) -> None:
         super().__init__(
             nn.ReLU(inplace=False),
@@ -63,19 +69,17 @@ class ReLUConvBN(nn.Sequential):
 class Zero(nn.Module):
     """The ``none`` op: zeros of the input's shape, computed as the official ``x.mul(0.)``."""
 
+    credit_kind = "zero"
+
     def forward(self, x: Tensor) -> Tensor:
         return x.mul(0.0)
 
 
 def make_candidates(channels: int) -> list[nn.Module]:
     """The five ops of one cell edge (C -> C, stride 1), in ``OPS`` order."""
-    return [
-        Zero(),
-        nn.Identity(),
-        ReLUConvBN(channels, channels, 1),
-        ReLUConvBN(channels, channels, 3),
-        nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False),
-    ]
+    skip, pool = nn.Identity(), nn.AvgPool2d(3, stride=1, padding=1, count_include_pad=False)
+    skip.credit_kind = pool.credit_kind = "linear"  # nasbench/credit.py: the credit from the input side
+    return [Zero(), skip, ReLUConvBN(channels, channels, 1), ReLUConvBN(channels, channels, 3), pool]
 
 
 class ResNetBasicblock(nn.Module):
