@@ -28,7 +28,7 @@ from nasbench import distributed
 from nasbench.arch_params import ArchParameters
 from nasbench.device import autocast
 from nasbench.supernet import Selection, Supernet
-from nasbench.train import StepFn, StepOutput, train_batch
+from nasbench.train import NonFiniteLoss, StepFn, StepOutput, train_batch
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 
@@ -52,6 +52,13 @@ def trace_path(selection: Selection) -> None:
 def path_digest() -> dict[str, Any]:
     """How many paths this process sampled and a digest of them, in order."""
     return {"paths": _PATH_COUNT, "digest": _PATHS.hexdigest()[:16]}
+
+
+def check_alpha(arch: ArchParameters) -> None:
+    """Stop before sampling from a non-finite alpha (a diverged loss reaches alpha first: the
+    sampler would fail with a bare error). alpha is a small CPU tensor: no device sync."""
+    if not bool(torch.isfinite(arch.alpha).all()):
+        raise NonFiniteLoss("alpha became non-finite (the loss diverged; lower the lr)")
 
 
 def _signal_leaf(arch: ArchParameters, selection: Selection) -> Tensor:
@@ -98,6 +105,7 @@ def weight_step(
     """Train the weights on the paths the estimator samples; alpha does not move."""
 
     def step(x: Tensor, y: Tensor) -> StepOutput:
+        check_alpha(arch)
         with torch.no_grad():  # the combination weights need no graph to alpha here
             selection = estimator.sample(arch, sampler, device)
         trace_path(selection)
@@ -128,6 +136,7 @@ def estimator_step(
         return weight_step(supernet, estimator, arch, sampler, device, loss_fn, weight_opt)
 
     def step(x: Tensor, y: Tensor) -> StepOutput:
+        check_alpha(arch)
         selection = estimator.sample(arch, sampler, device)
         trace_path(selection)
         # the only backward: weight gradients and whatever alpha's signal needs
@@ -156,6 +165,7 @@ def held_out_alpha_step(
 
     def alpha_step(xv: Tensor, yv: Tensor, x: Tensor, y: Tensor) -> dict[str, float]:
         alpha_opt.zero_grad(set_to_none=True)
+        check_alpha(arch)
         if getattr(estimator, "needs_reward", False):
             with torch.no_grad():
                 selection = estimator.sample(arch, sampler, device)

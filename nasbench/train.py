@@ -257,7 +257,10 @@ class Trainer:
                     dynamic_ncols=True,
                 )
                 for i, (x, y) in enumerate(bar):
-                    out = step(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
+                    try:
+                        out = step(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
+                    except NonFiniteLoss as err:  # found inside the step (alpha): say where
+                        raise NonFiniteLoss(f"{err} in phase {name!r}, epoch {epoch + 1}, at step {i + 1}") from None
                     if schedule is not None:
                         schedule.step()
                     loss_sum += out.loss * out.batch
