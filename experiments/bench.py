@@ -54,7 +54,7 @@ def loader_throughput(cfg: DictConfig, device: torch.device, batch: int) -> dict
     """Milliseconds per batch of the training loader as a run builds it (the real data set, the
     budget's augmentation, on the run's device), over ``loader_batches`` batches."""
     data = load_data(cfg.data)
-    augment = OmegaConf.to_container(cfg.data, resolve=True).get("augment") if cfg.budget.get("augment", True) else None
+    augment = data.augment if cfg.budget.get("augment", True) else None  # as nasbench.train.Trainer
     loader = make_loader(
         on_device(data.train, device),
         batch,

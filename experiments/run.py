@@ -56,6 +56,7 @@ def build_space(cfg: DictConfig, spec: InputSpec) -> SearchSpace:
     return SPACES.get(cfg.space.name)(OmegaConf.to_container(presets[cfg.scale.name], resolve=True), spec)
 
 
+TORCHRUN_SWEEP = "a torchrun job runs one configuration: launch sweeps (-m) without torchrun"
 POSITIVE_BUDGET_KEYS = ("batch_size", "eval_batch_size", "bn_recal_batches")
 NON_NEGATIVE_BUDGET_KEYS = ("finetune_epochs", "retrain_epochs", "scored_archs", "warmup_epochs")
 
@@ -89,7 +90,7 @@ def prepare(cfg: DictConfig, record: RunRecord) -> tuple[type[Method], RunContex
     device = resolve_device(cfg.device, job_index())
     dist_env, device = distributed.init(device)
     if dist_env.enabled and job_index() is not None:
-        raise UserError("a torchrun job runs one configuration: launch sweeps (-m) without torchrun")
+        raise UserError(TORCHRUN_SWEEP)
     configure(device, cfg.precision)
     torch.manual_seed(int(cfg.seed))  # the same on every rank: the same initial network
     data = load_data(cfg.data)
@@ -201,7 +202,7 @@ def secondary_rank_argv(argv: list[str]) -> list[str]:
     removed at exit: rank 0 alone writes the run record."""
     env = distributed.launched_env()
     if env.enabled and ("-m" in argv or "--multirun" in argv):
-        raise UserError("a torchrun job runs one configuration: launch sweeps (-m) without torchrun")
+        raise UserError(TORCHRUN_SWEEP)
     if env.is_main:
         return argv
     tmp = tempfile.mkdtemp(prefix=f"nasbench-rank{env.rank}-")

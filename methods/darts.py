@@ -19,7 +19,7 @@ from methods.alpha_search import AlphaSearch
 from methods.base import METHODS
 from methods.estimators.base import Estimator
 from methods.phases import SupernetSearch
-from methods.steps import AlphaStep, bilevel_step
+from methods.steps import AlphaStep, bilevel_step, check_alpha
 from nasbench import distributed
 from nasbench.errors import UserError
 from nasbench.train import StepFn
@@ -60,6 +60,7 @@ def second_order_alpha_step(s: SupernetSearch, estimator: Estimator, device: tor
             s.arch.alpha.grad[i] = 0.0
         s.alpha_opt.step()
         s.arch.restore_fixed()
+        check_alpha(s.arch)
         return {"valid_loss": float(valid_loss.detach())}
 
     return alpha_step

@@ -55,8 +55,9 @@ def path_digest() -> dict[str, Any]:
 
 
 def check_alpha(arch: ArchParameters) -> None:
-    """Stop before sampling from a non-finite alpha (a diverged loss reaches alpha first: the
-    sampler would fail with a bare error). alpha is a small CPU tensor: no device sync."""
+    """Stop as soon as an alpha step leaves alpha non-finite (a diverged loss reaches alpha
+    before the periodic loss check, and the next sample would fail with a bare error). alpha is a
+    small CPU tensor: no device sync."""
     if not bool(torch.isfinite(arch.alpha).all()):
         raise NonFiniteLoss("alpha became non-finite (the loss diverged; lower the lr)")
 
@@ -91,6 +92,7 @@ def apply_alpha_update(
         alpha_opt.step()
         estimator.after_alpha_step(arch, selection)
     arch.restore_fixed()
+    check_alpha(arch)
 
 
 def weight_step(
@@ -105,7 +107,6 @@ def weight_step(
     """Train the weights on the paths the estimator samples; alpha does not move."""
 
     def step(x: Tensor, y: Tensor) -> StepOutput:
-        check_alpha(arch)
         with torch.no_grad():  # the combination weights need no graph to alpha here
             selection = estimator.sample(arch, sampler, device)
         trace_path(selection)
@@ -136,7 +137,6 @@ def estimator_step(
         return weight_step(supernet, estimator, arch, sampler, device, loss_fn, weight_opt)
 
     def step(x: Tensor, y: Tensor) -> StepOutput:
-        check_alpha(arch)
         selection = estimator.sample(arch, sampler, device)
         trace_path(selection)
         # the only backward: weight gradients and whatever alpha's signal needs
@@ -165,7 +165,6 @@ def held_out_alpha_step(
 
     def alpha_step(xv: Tensor, yv: Tensor, x: Tensor, y: Tensor) -> dict[str, float]:
         alpha_opt.zero_grad(set_to_none=True)
-        check_alpha(arch)
         if getattr(estimator, "needs_reward", False):
             with torch.no_grad():
                 selection = estimator.sample(arch, sampler, device)

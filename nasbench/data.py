@@ -245,9 +245,7 @@ class TensorLoader:
         self.drop_last = drop_last
         self.seed = seed
         self.epoch = 0
-        self.shard = shard and distributed.current().enabled
-        if self.shard and not drop_last:
-            raise ValueError("a sharded loader drops the last partial batch (every rank takes equal steps)")
+        self.shard = distributed.shards(shard, drop_last)
 
     def __len__(self) -> int:
         n = len(self.data)
@@ -331,9 +329,7 @@ class _DatasetLoader:
     ) -> None:
         self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
         self.drop_last, self.seed, self.workers, self.epoch = drop_last, seed, workers, 0
-        self.shard = shard and distributed.current().enabled
-        if self.shard and not drop_last:
-            raise ValueError("a sharded loader drops the last partial batch (every rank takes equal steps)")
+        self.shard = distributed.shards(shard, drop_last)
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

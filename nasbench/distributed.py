@@ -159,6 +159,16 @@ def gather_objects(obj: Any) -> list[Any]:
     return out
 
 
+def shards(shard: bool, drop_last: bool) -> bool:
+    """Whether a loader asked to ``shard`` does so: only in a distributed run, and only when it
+    drops the last partial batch (every rank must take the same number of steps)."""
+    if not (shard and _ENV.enabled):
+        return False
+    if not drop_last:
+        raise ValueError("a sharded loader drops the last partial batch (every rank takes equal steps)")
+    return True
+
+
 def shard_batches(indices: Tensor, batch_size: int, drop_last: bool) -> list[Tensor]:
     """This rank's part of every batch: the global batches of ``batch_size`` (the budget's, in the
     order every rank computes alike), each split into ``world_size`` equal contiguous parts."""
