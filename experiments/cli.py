@@ -12,6 +12,7 @@ CONF_DIR = Path(__file__).resolve().parent / "conf"
 if str(ROOT) not in sys.path:  # `python experiments/run.py` works from a checkout without install
     sys.path.insert(0, str(ROOT))
 
+from nasbench.checkpoint import Interrupted  # noqa: E402
 from nasbench.errors import UserError, unknown_choice  # noqa: E402
 
 GROUP_KINDS = {
@@ -74,6 +75,9 @@ def user_errors() -> Iterator[None]:
         yield
     except UserError as err:
         fail(str(err))
+    except Interrupted as stop:  # a signal, after a checkpoint: not an error of the user's
+        print(str(stop), file=sys.stderr)
+        sys.exit(stop.status)
     except KeyboardInterrupt:
         fail("interrupted", status=130)
 

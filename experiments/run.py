@@ -18,6 +18,7 @@ import shutil
 import sys
 import tempfile
 import time
+from pathlib import Path
 from typing import Any
 
 import hydra
@@ -32,6 +33,17 @@ from methods.estimators.base import build_estimator
 from methods.steps import path_digest
 from nasbench import distributed
 from nasbench.budget import BudgetMeter
+from nasbench.checkpoint import (
+    CHECKPOINT,
+    SIDECAR,
+    Checkpointer,
+    check_config,
+    config_differences,
+    load_checkpoint,
+    read_sidecar,
+    run_config,
+    truncate_metrics,
+)
 from nasbench.context import RunContext
 from nasbench.data import load_data
 from nasbench.device import configure, resolve_device
@@ -115,11 +127,13 @@ def prepare(cfg: DictConfig, record: RunRecord) -> tuple[type[Method], RunContex
 
 
 def run(cfg: DictConfig) -> dict:
-    started = time.perf_counter()
     record = RunRecord(HydraConfig.get().runtime.output_dir)
     record.guard(bool(cfg.overwrite))
+    saved = saved_checkpoint(cfg, record)  # checked before any data loads
     method_cls, ctx = prepare(cfg, record)
     space, data = ctx.space, ctx.data
+    ck = start_checkpoints(cfg, ctx, saved)
+    started = time.perf_counter() - ck.elapsed_before  # wall_s covers every part of an interrupted run
     log.info(
         "%s + %s estimator on %s (%s scale), %s, device %s -> %s",
         cfg.method.name,
@@ -146,6 +160,7 @@ def run(cfg: DictConfig) -> dict:
     }
     extra = {**result.extra, **({"distributed": ranks} if ranks else {})}
     summary = finish_run(ctx, result.arch, result.search_acc, result.child, identity, extra, started)
+    ck.finished()
     log.info(
         "arch %s | search_acc %.4f | final_acc %.4f | %.2f MMACs | %.3f device-hours | %.0f s -> %s",
         summary["arch"],
@@ -157,6 +172,47 @@ def run(cfg: DictConfig) -> dict:
         record.summary_path,
     )
     return summary
+
+
+def saved_checkpoint(cfg: DictConfig, record: RunRecord) -> dict | None:
+    """The checkpoint this run resumes from: the run folder's, unless ``overwrite=true`` (which
+    starts again and deletes it). ``resume=true`` with none is an error. Decided by rank 0."""
+    found = None
+    if distributed.launched_env().is_main:
+        path = record.dir / CHECKPOINT
+        if cfg.overwrite:
+            for name in (CHECKPOINT, SIDECAR):
+                (record.dir / name).unlink(missing_ok=True)
+        elif path.exists():
+            state = load_checkpoint(record.dir)
+            check_config(state, run_config(OmegaConf.to_container(cfg, resolve=True)), path)
+            return {"dir": str(record.dir), "state": state}
+        elif cfg.resume:
+            raise UserError(
+                f"resume=true, but {record.dir} holds no checkpoint.pt to resume; run without resume=true to start"
+            )
+    return {"dir": found, "state": None}
+
+
+def start_checkpoints(cfg: DictConfig, ctx: RunContext, saved: dict | None) -> Checkpointer:
+    """The run's checkpointer, resumed from ``saved`` if there is one, with signal handlers."""
+    found = distributed.broadcast_object(saved["dir"] if saved else None)  # rank 0's folder
+    run_dir = Path(distributed.broadcast_object(str(ctx.record.dir)))
+    config = run_config(OmegaConf.to_container(cfg, resolve=True))
+    ck = Checkpointer(run_dir, config, float(cfg.checkpoint.minutes), ctx.record.metrics_path, ctx.meter)
+    ctx.trainer.checkpoint = ck
+    if found is not None:
+        ck.resume(saved["state"] if saved and saved["state"] is not None else load_checkpoint(Path(found)))
+        if distributed.current().is_main:
+            truncate_metrics(ctx.record.metrics_path, int(ck.saved["metrics_bytes"]))
+        log.info("resuming %s from its checkpoint (%s)", run_dir, ck.where())
+    elif distributed.current().is_main:
+        ctx.record.metrics_path.unlink(missing_ok=True)  # lines of a run that died before its first checkpoint
+    if distributed.current().is_main:
+        for tmp in run_dir.glob(".checkpoint.tmp-*"):  # a write that SIGKILL cut short (never renamed)
+            tmp.unlink(missing_ok=True)
+    ck.install_signal_handlers()
+    return ck
 
 
 def rank_agreement(ctx: RunContext, arch: Any, search_acc: float, extra: dict) -> dict | None:
@@ -212,6 +268,36 @@ def secondary_rank_argv(argv: list[str]) -> list[str]:
     return [*kept, f"hydra.run.dir={tmp}", "hydra.output_subdir=null", *quiet]
 
 
+def resume_argv(argv: list[str]) -> list[str]:
+    """``resume=true`` without ``hydra.run.dir``: the newest folder beside where this command
+    would write (``outputs/<method>_<space>_<data>/``) whose checkpoint has the same configuration."""
+    if "resume=true" not in argv or any(a.startswith("hydra.run.dir=") for a in argv):
+        return argv
+    if "-m" in argv or "--multirun" in argv:
+        raise UserError("resume=true in a sweep needs the sweep's folder: give hydra.sweep.dir=<the sweep to resume>")
+    if not distributed.launched_env().is_main:
+        return argv
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    with initialize_config_dir(config_dir=str(cli.CONF_DIR), version_base=None):
+        cfg = compose("config", overrides=argv, return_hydra_config=True)
+    parent = Path(str(cfg.hydra.run.dir)).parent
+    with open_dict(cfg):
+        del cfg["hydra"]
+    wanted = run_config(OmegaConf.to_container(cfg, resolve=True))
+    folders = sorted(parent.glob(f"*/{SIDECAR}"), key=lambda p: p.stat().st_mtime, reverse=True)
+    for sidecar in folders:
+        saved = read_sidecar(sidecar.parent)
+        if saved is not None and not config_differences(saved.get("config", {}), wanted):
+            print(f"resuming {sidecar.parent} ({saved.get('where')})", file=sys.stderr)
+            return [*argv, f"hydra.run.dir={sidecar.parent}"]
+    raise UserError(
+        f"resume=true: no interrupted run of this configuration under {parent}/; run without resume=true to"
+        " start one, or name its folder with hydra.run.dir=..."
+    )
+
+
 @hydra.main(version_base=None, config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     with cli.user_errors():
@@ -220,6 +306,8 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     with cli.user_errors():
+        cli.check_group_choices(sys.argv[1:])  # before composing the configuration for resume=true
+        sys.argv[1:] = resume_argv(sys.argv[1:])
         refuse_complete_run_dir(sys.argv[1:])
         sys.argv[1:] = secondary_rank_argv(sys.argv[1:])
     cli.entry(main)

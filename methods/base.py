@@ -91,18 +91,17 @@ class Method:
 
     def run(self) -> MethodResult:
         outcome = self.search_stage()
-        self.ctx.record.save_supernet(
-            outcome.supernet,
-            {
-                "method": self.name,
-                "space": self.ctx.space.name,
-                "data": self.ctx.data.name,
-                "budget": self.ctx.budget.get("name"),
-                "arch": self.ctx.space.encode(outcome.arch),
-                "alpha": None if outcome.alpha is None else outcome.alpha.alpha.detach().cpu(),
-                "fixed": {} if outcome.alpha is None else dict(outcome.alpha.fixed),
-            },
-        )
+        meta = {
+            "method": self.name,
+            "space": self.ctx.space.name,
+            "data": self.ctx.data.name,
+            "budget": self.ctx.budget.get("name"),
+            "arch": self.ctx.space.encode(outcome.arch),
+            "alpha": None if outcome.alpha is None else outcome.alpha.alpha.detach().cpu(),
+            "fixed": {} if outcome.alpha is None else dict(outcome.alpha.fixed),
+        }
+        # a unit of its own: a resumed run does not write it again
+        self.ctx.trainer.checkpoint.once("save_supernet", lambda: self.ctx.record.save_supernet(outcome.supernet, meta))
         return self.finish(outcome)
 
     # ----- shared helpers ------------------------------------------------------------------

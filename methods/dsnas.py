@@ -90,6 +90,8 @@ class DSNAS(Method):
         ctx = self.ctx
         finetune_epochs = self.epochs("finetune_epochs")
         child = ctx.place(ctx.space.build_child(outcome.arch, outcome.supernet))
+        # in the checkpoint from here: with no finetune, the recalibrated child is the deployed one
+        ctx.trainer.checkpoint.track("finish.child", child)
         search_acc = ctx.search_accuracy(child)
         if finetune_epochs:  # with no finetune the recalibrated statistics are the deployed ones
             reset_bn_stats(child)
@@ -97,7 +99,7 @@ class DSNAS(Method):
             steps = finetune_epochs * ctx.trainer.steps_per_epoch()
             schedule = WarmupCosine(optimizer, outcome.extra["fork_lr"], steps)
             step = plain_step(ctx.parallel(child), optimizer, ctx.trainer.loss)
-            ctx.trainer.run_phase("finetune", finetune_epochs, step, child, schedule)
+            ctx.trainer.run_phase("finetune", finetune_epochs, step, child, schedule, optimizer=optimizer)
         alpha = outcome.alpha
         return MethodResult(
             arch=outcome.arch,

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from methods.base import Method, MethodResult
+from methods.steps import PATHS
 from nasbench.arch_params import ArchParameters
 from nasbench.context import RunContext
 from nasbench.errors import UserError
@@ -41,6 +42,16 @@ class SupernetSearch:
     def __post_init__(self) -> None:
         if self.trained is None:
             self.trained = self.supernet
+
+    def checkpoint_state(self, ctx: RunContext) -> dict[str, Any]:
+        """What a checkpoint of a search phase holds besides the network, optimizer and schedule."""
+        return {
+            "search.alpha": self.arch,
+            "search.alpha_opt": self.alpha_opt,
+            "search.sampler": self.sampler,
+            "estimator": ctx.estimator,
+            "paths": PATHS,
+        }
 
     def alpha_info(self) -> dict[str, Any]:
         """Per-epoch metrics of the architecture distribution."""
@@ -102,6 +113,8 @@ def run_search_phase(
             on_epoch_start=on_epoch_start,
             epoch_info=search.alpha_info,
             search=True,
+            optimizer=search.weight_opt,
+            state=search.checkpoint_state(ctx),
         )
 
 
@@ -132,7 +145,7 @@ def retrain(ctx: RunContext, arch: Arch, phase: str = "retrain", counted: bool =
         warmup_steps=round(float(ctx.budget.get("warmup_epochs", 0)) * steps),
     )
     step = plain_step(ctx.parallel(child), optimizer, ctx.trainer.loss)
-    ctx.trainer.run_phase(phase, epochs, step, child, schedule, counted=counted)
+    ctx.trainer.run_phase(phase, epochs, step, child, schedule, counted=counted, optimizer=optimizer)
     return child
 
 

@@ -37,21 +37,35 @@ ExtraGrad = Callable[[Selection], Tensor | None]
 #: second-order DARTS, whose unrolled weight step needs it
 AlphaStep = Callable[[Tensor, Tensor, Tensor, Tensor], dict[str, float]]
 
-_PATHS = hashlib.sha256()
-_PATH_COUNT = 0
+
+class PathTrace:
+    """A chained digest of every path the run sampled, in order (a distributed run checks that
+    every rank sampled the same paths; a few microseconds per step). Part of a checkpoint."""
+
+    def __init__(self) -> None:
+        self.count, self.digest = 0, b""
+
+    def add(self, selection: Selection) -> None:
+        self.digest = hashlib.sha256(self.digest + repr(selection.active).encode()).digest()
+        self.count += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"count": self.count, "digest": self.digest.hex()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.count, self.digest = int(state["count"]), bytes.fromhex(state["digest"])
+
+
+PATHS = PathTrace()
 
 
 def trace_path(selection: Selection) -> None:
-    """Add a step's sampled ops to the run's path digest (a distributed run checks that every
-    rank sampled the same paths; a few microseconds per step)."""
-    global _PATH_COUNT
-    _PATHS.update(repr(selection.active).encode())
-    _PATH_COUNT += 1
+    PATHS.add(selection)
 
 
 def path_digest() -> dict[str, Any]:
     """How many paths this process sampled and a digest of them, in order."""
-    return {"paths": _PATH_COUNT, "digest": _PATHS.hexdigest()[:16]}
+    return {"paths": PATHS.count, "digest": PATHS.digest.hex()[:16]}
 
 
 def check_alpha(arch: ArchParameters) -> None:
@@ -187,6 +201,34 @@ def held_out_alpha_step(
     return alpha_step
 
 
+class BilevelStep:
+    """Alpha on held-out data every ``alpha_every`` steps (before the weights, as DARTS's
+    Algorithm 1), then the weights on the training batch with a freshly sampled path. Its step
+    count and held-out stream position are part of a checkpoint."""
+
+    def __init__(
+        self, weights: StepFn, alpha_step: AlphaStep, valid: Iterator[tuple[Tensor, Tensor]], alpha_every: int
+    ) -> None:
+        self.weights, self.alpha_step, self.valid, self.alpha_every = weights, alpha_step, valid, alpha_every
+        self.count = 0
+
+    def __call__(self, x: Tensor, y: Tensor) -> StepOutput:
+        if self.count % self.alpha_every == 0:
+            xv, yv = next(self.valid)
+            self.alpha_step(xv, yv, x, y)
+        self.count += 1
+        return self.weights(x, y)
+
+    def state_dict(self) -> dict[str, Any]:
+        valid = self.valid.state_dict() if hasattr(self.valid, "state_dict") else None
+        return {"count": self.count, "valid": valid}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.count = int(state["count"])
+        if state["valid"] is not None:
+            self.valid.load_state_dict(state["valid"])
+
+
 def bilevel_step(
     supernet: Supernet,
     estimator: Any,
@@ -198,18 +240,7 @@ def bilevel_step(
     alpha_step: AlphaStep,
     valid: Iterator[tuple[Tensor, Tensor]],
     alpha_every: int = 1,
-) -> StepFn:
-    """Alpha on held-out data every ``alpha_every`` steps (before the weights, as DARTS's
-    Algorithm 1), then the weights on the training batch with a freshly sampled path."""
+) -> BilevelStep:
+    """A :class:`BilevelStep` over :func:`weight_step`'s weight updates."""
     weights = weight_step(supernet, estimator, arch, sampler, device, loss_fn, weight_opt)
-    count = 0
-
-    def step(x: Tensor, y: Tensor) -> StepOutput:
-        nonlocal count
-        if count % alpha_every == 0:
-            xv, yv = next(valid)
-            alpha_step(xv, yv, x, y)
-        count += 1
-        return weights(x, y)
-
-    return step
+    return BilevelStep(weights, alpha_step, valid, alpha_every)

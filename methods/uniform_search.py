@@ -39,10 +39,15 @@ class UniformSupernetSearch(Method):
         run_search_phase(ctx, "search", search_epochs, step, s)
         limit = FlopsLimit(ctx.space, self.cfg.get("flops_limit_mmacs"))
         scorer = SupernetScorer(ctx, s.supernet)
-        with ctx.meter.phase("select"):
-            arch, log = self.select(scorer, limit, budget)
-        log.update({"best_valid_acc": scorer(arch), "mmacs": limit.mmacs(arch)})
-        ctx.trainer.log({"phase": "select", **log})
+
+        def select() -> tuple[list[int], dict[str, Any]]:
+            with ctx.meter.phase("select"):
+                arch, log = self.select(scorer, limit, budget)
+            log.update({"best_valid_acc": scorer(arch), "mmacs": limit.mmacs(arch)})
+            ctx.trainer.log({"phase": "select", **log})
+            return list(arch), log
+
+        arch, log = ctx.trainer.checkpoint.once("select", select)  # a unit: a resumed run keeps its pick
         return SearchOutcome(s.supernet, arch, None, {"select": log})
 
     def finish(self, outcome: SearchOutcome) -> MethodResult:

@@ -27,6 +27,14 @@ class ArchParameters(nn.Module):
         self.fixed: dict[int, int] = {}
         self._fixed_rows: dict[int, Tensor] = {}
 
+    def get_extra_state(self) -> dict:
+        """The fixed decisions travel with alpha in a state dict (checkpoints)."""
+        return {"fixed": [[i, k] for i, k in self.fixed.items()], "rows": [[i, r] for i, r in self._fixed_rows.items()]}
+
+    def set_extra_state(self, state: dict) -> None:
+        self.fixed = {int(i): int(k) for i, k in state["fixed"]}
+        self._fixed_rows = {int(i): r.clone() for i, r in state["rows"]}
+
     def logits(self) -> Tensor:
         return self.alpha.masked_fill(~self.mask, float("-inf"))
 

@@ -100,6 +100,7 @@ class BudgetMeter:
     device: torch.device
     num_devices: int = 1
     phases: list[PhaseRecord] = field(default_factory=list)
+    _open: list = field(default_factory=list, repr=False)  # the phases being measured, innermost last
 
     def device_name(self) -> str:
         if self.device.type == "cuda":
@@ -107,30 +108,48 @@ class BudgetMeter:
         return "cpu"
 
     @contextmanager
-    def phase(self, name: str, counted: bool = True) -> Iterator[PhaseRecord]:
+    def phase(self, name: str, counted: bool = True, resume: dict | None = None) -> Iterator[PhaseRecord]:
         """Measure a phase. ``counted=False`` marks measurement overhead (evaluation) that the
-        run reports but leaves out of ``total_device_hours``."""
-        record = PhaseRecord(name, self.device_name(), self.num_devices, counted)
+        run reports but leaves out of ``total_device_hours``. ``resume``: the phase's record as a
+        checkpoint saved it inside the phase; this part adds its wall time and may raise its peak."""
+        record = PhaseRecord(**resume) if resume else PhaseRecord(name, self.device_name(), self.num_devices, counted)
+        prior_wall, prior_peak = record.wall_s, record.peak_mem_bytes
         memory = PeakMemory(self.device)
         memory.start()
         start = time.perf_counter()
+        self._open.append((record, memory, start, prior_wall, prior_peak))
         try:
             yield record
         except BaseException:
-            self._close(record, memory, start, over_ranks=False)  # no collective: a rank may be gone
+            self._close(over_ranks=False)  # no collective: a rank may be gone
             raise
-        self._close(record, memory, start, over_ranks=True)
+        self._close(over_ranks=True)
 
-    def _close(self, record: PhaseRecord, memory: PeakMemory, start: float, over_ranks: bool) -> None:
+    def _measure(self, over_ranks: bool) -> PhaseRecord:
+        record, memory, start, prior_wall, prior_peak = self._open[-1]
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
-        record.wall_s = time.perf_counter() - start
+        record.wall_s = prior_wall + time.perf_counter() - start
         record.device_hours = record.wall_s * self.num_devices / 3600.0
         record.images_per_s = record.images / record.wall_s if record.wall_s > 0 else 0.0
         peak = memory.peak()
-        record.peak_mem_bytes = distributed.max_int(peak) if over_ranks else peak
+        record.peak_mem_bytes = max(prior_peak, distributed.max_int(peak) if over_ranks else peak)
         record.peak_mem_kind = memory.kind
-        self.phases.append(record)
+        return record
+
+    def _close(self, over_ranks: bool) -> None:
+        self.phases.append(self._measure(over_ranks))
+        self._open.pop()
+
+    def snapshot(self) -> dict | None:
+        """The open phase's record as of now (what a checkpoint inside the phase saves)."""
+        if not self._open:
+            return None
+        return asdict(self._measure(over_ranks=True))
+
+    def restore(self, phases: list[dict]) -> None:
+        """The finished phases of a checkpoint (resume)."""
+        self.phases = [PhaseRecord(**p) for p in phases]
 
     def total_device_hours(self) -> float:
         return sum(p.device_hours for p in self.phases if p.counted)

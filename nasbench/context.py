@@ -50,10 +50,16 @@ class RunContext:
 
     def search_accuracy(self, child: nn.Module, phase: str = "eval_search") -> float:
         """Accuracy of a child with inherited weights after BatchNorm recalibration (not counted
-        in the run's device-hours: it is a measurement of the benchmark, not part of the method)."""
-        with self.meter.phase(phase, counted=False):
-            recalibrate_bn(
-                child, self.trainer.train_loader(augment=False), int(self.budget["bn_recal_batches"]), self.device
-            )
-            acc, _ = accuracy(child, self.trainer.test_loader(), self.device)
-        return acc
+        in the run's device-hours: it is a measurement of the benchmark, not part of the method).
+        A checkpoint unit: a resumed run reads the saved value (the child's recalibrated
+        statistics matter only when it is deployed without a finetune, which then follows at once)."""
+
+        def measure() -> float:
+            with self.meter.phase(phase, counted=False):
+                recalibrate_bn(
+                    child, self.trainer.train_loader(augment=False), int(self.budget["bn_recal_batches"]), self.device
+                )
+                acc, _ = accuracy(child, self.trainer.test_loader(), self.device)
+            return acc
+
+        return self.trainer.checkpoint.once(f"accuracy:{phase}", measure)

@@ -246,6 +246,7 @@ class TensorLoader:
         self.seed = seed
         self.epoch = 0
         self.shard = distributed.shards(shard, drop_last)
+        self._skip = 0
 
     def __len__(self) -> int:
         n = len(self.data)
@@ -254,6 +255,19 @@ class TensorLoader:
     def set_epoch(self, epoch: int) -> None:
         """Shuffle order and augmentation depend on (seed, epoch) only: reproducible and resumable."""
         self.epoch = epoch
+
+    def skip(self, batches: int) -> None:
+        """The next pass starts at batch ``batches`` with the same images and the same augmentation
+        draws as an unbroken pass (a run resumed in the middle of an epoch)."""
+        self._skip = batches
+
+    def _advance(self, b: int, gen: torch.Generator) -> None:
+        """Draw what :meth:`_augment` draws for a batch of ``b``, without touching images."""
+        if int(self.augment.get("crop_padding", 0)) > 0:
+            torch.randint(0, 2, (b,), generator=gen)
+            torch.randint(0, 2, (b,), generator=gen)
+        if self.augment.get("hflip", False):
+            torch.rand(b, generator=gen)
 
     def _augment(self, x: Tensor, gen: torch.Generator) -> Tensor:
         pad = int(self.augment.get("crop_padding", 0))
@@ -284,7 +298,12 @@ class TensorLoader:
             batches = [order[s : s + self.batch_size] for s in range(0, n, self.batch_size)]
             if self.drop_last and batches and len(batches[-1]) < self.batch_size:
                 batches.pop()
-        for idx in batches:
+        skip, self._skip = self._skip, 0
+        for i, idx in enumerate(batches):
+            if i < skip:
+                if self.augment:
+                    self._advance(len(idx), gen)
+                continue
             x = self.data.images[idx].float().div_(255.0)
             if self.augment:
                 x = self._augment(x, gen)
@@ -330,9 +349,15 @@ class _DatasetLoader:
         self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
         self.drop_last, self.seed, self.workers, self.epoch = drop_last, seed, workers, 0
         self.shard = distributed.shards(shard, drop_last)
+        self._skip = 0
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch
+
+    def skip(self, batches: int) -> None:
+        """The next pass starts at batch ``batches``: the same images in the same order; the
+        augmentation draws of the worker processes differ from an unbroken pass."""
+        self._skip = batches
 
     def __len__(self) -> int:
         n = len(self.dataset)
@@ -340,12 +365,20 @@ class _DatasetLoader:
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        if self.shard:
+        skip, self._skip = self._skip, 0
+        if self.shard or skip:
             n = len(self.dataset)
+            if skip and not self.shard and self.shuffle:  # the draw an unsharded DataLoader makes first
+                torch.empty((), dtype=torch.int64).random_(generator=gen)
             order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
-            parts = [idx.tolist() for idx in distributed.shard_batches(order, self.batch_size, self.drop_last)]
+            if self.shard:
+                parts = [idx.tolist() for idx in distributed.shard_batches(order, self.batch_size, self.drop_last)]
+            else:
+                parts = [order[s : s + self.batch_size].tolist() for s in range(0, n, self.batch_size)]
+                if self.drop_last and parts and len(parts[-1]) < self.batch_size:
+                    parts.pop()
             yield from torch.utils.data.DataLoader(
-                self.dataset, batch_sampler=parts, num_workers=self.workers, persistent_workers=False
+                self.dataset, batch_sampler=parts[skip:], num_workers=self.workers, persistent_workers=False
             )
             return
         loader = torch.utils.data.DataLoader(

@@ -22,7 +22,8 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from nasbench import distributed
-from nasbench.budget import BudgetMeter
+from nasbench.budget import BudgetMeter, PhaseRecord
+from nasbench.checkpoint import Checkpointer
 from nasbench.data import DataBundle, make_loader, on_device, split, subset
 from nasbench.device import autocast
 from nasbench.errors import UserError
@@ -75,6 +76,12 @@ class NonFiniteLoss(UserError):
     """The loss became NaN or infinite; the message names phase, epoch and step."""
 
 
+def weights_finite(model: nn.Module) -> bool:
+    """Whether every parameter of ``model`` is finite (one device sync)."""
+    sums = [p.detach().float().abs().sum() for p in model.parameters()]
+    return not sums or bool(torch.isfinite(torch.stack(sums).sum()))
+
+
 def weight_optimizer(model: nn.Module, cfg: Mapping[str, Any]) -> torch.optim.SGD:
     """SGD with momentum; weight decay on conv and linear weights only."""
     decay, no_decay = [], []
@@ -124,6 +131,46 @@ class WarmupCosine:
         self.step_count += 1
         self._apply()
 
+    def state_dict(self) -> dict[str, int]:
+        return {"step_count": self.step_count}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        self.step_count = int(state["step_count"])
+        self._apply()
+
+
+class ValidStream:
+    """Held-out batches without end, reshuffled each pass (``valid:<pass>``); its position is part
+    of a checkpoint, so a resumed bilevel search draws the same held-out batches."""
+
+    def __init__(self, loader: Any, device: torch.device) -> None:
+        self.loader, self.device = loader, device
+        self.passes, self.taken = 0, 0  # finished passes; batches taken from the current one
+        self._batches: Iterator[tuple[Tensor, Tensor]] | None = None
+
+    def __iter__(self) -> ValidStream:
+        return self
+
+    def __next__(self) -> tuple[Tensor, Tensor]:
+        while True:
+            if self._batches is None:
+                self.loader.set_epoch(zlib.crc32(f"valid:{self.passes}".encode()))
+                self.loader.skip(self.taken)
+                self._batches = iter(self.loader)
+            try:
+                x, y = next(self._batches)
+            except StopIteration:
+                self.passes, self.taken, self._batches = self.passes + 1, 0, None
+                continue
+            self.taken += 1
+            return x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
+
+    def state_dict(self) -> dict[str, int]:
+        return {"passes": self.passes, "taken": self.taken}
+
+    def load_state_dict(self, state: Mapping[str, int]) -> None:
+        self.passes, self.taken, self._batches = int(state["passes"]), int(state["taken"]), None
+
 
 class Trainer:
     """Loaders, loss, epochs and metrics for one run, shared by every phase of every method."""
@@ -150,6 +197,8 @@ class Trainer:
         )
         self.criterion = nn.CrossEntropyLoss(label_smoothing=float(cfg.get("label_smoothing", 0.0)))
         self._loaders: dict[str, Any] = {}
+        #: the run's checkpoints (experiments/run.py sets one for its run folder; none by default)
+        self.checkpoint = Checkpointer(None)
 
     # ----- data ----------------------------------------------------------------------------
     def _loader(self, part: str, augment: bool, shuffle: bool = True, shard: bool = False) -> Any:
@@ -183,15 +232,9 @@ class Trainer:
         """The held-out part of the search split (alpha steps augment it, as DARTS does)."""
         return self._loader("valid", augment, shuffle)
 
-    def valid_stream(self, augment: bool = True) -> Iterator[tuple[Tensor, Tensor]]:
+    def valid_stream(self, augment: bool = True) -> ValidStream:
         """Held-out batches without end, reshuffled each pass: one per alpha step (bilevel)."""
-        loader = self._loader("valid", augment, True, shard=True)
-        epoch = 0
-        while True:
-            loader.set_epoch(zlib.crc32(f"valid:{epoch}".encode()))
-            for x, y in loader:
-                yield x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True)
-            epoch += 1
+        return ValidStream(self._loader("valid", augment, True, shard=True), self.device)
 
     def test_loader(self) -> Any:
         if "test" not in self._loaders:
@@ -227,6 +270,8 @@ class Trainer:
         epoch_info: Callable[[], Mapping[str, Any]] | None = None,
         search: bool = False,
         counted: bool = True,
+        optimizer: torch.optim.Optimizer | None = None,
+        state: Mapping[str, Any] | None = None,
     ) -> None:
         """Train ``epochs`` epochs of ``step`` over the training set, metered as phase ``name``
         (``counted=False``: a measurement of the benchmark, left out of the run's device-hours).
@@ -234,63 +279,133 @@ class Trainer:
         ``on_epoch_start(epoch)`` may return fields for the epoch's metrics record (early fix);
         ``epoch_info()`` adds fields at the epoch's end (temperature, alpha entropy).
         ``search=True`` trains on the search split's training part instead of the whole set.
+
+        Every epoch is a checkpoint unit (nasbench.checkpoint): ``model``, ``schedule``,
+        ``optimizer``, ``step`` (if it keeps state) and the named objects of ``state`` go into the
+        run's checkpoint, and a resumed run skips the epochs it lists as done.
         """
+        ck = self.checkpoint
+        for key, obj in {"model": model, "schedule": schedule, "optimizer": optimizer, "step": step}.items():
+            if obj is not None and (key != "step" or hasattr(obj, "state_dict")):
+                ck.track(f"{name}.{key}", obj)
+        for key, obj in (state or {}).items():
+            ck.track(key, obj)
+        first = next((e for e in range(epochs) if not ck.skip(f"{name}/{e + 1}")), epochs)
+        if first == epochs:  # done before the interruption
+            record = ck.open_phase(name)
+            if record is not None and epochs > 0:  # saved before the phase closed
+                self.meter.phases.append(PhaseRecord(**record))
+            return
         loader = self._loader("search" if search else "train", True, shard=True)
-        main, world = distributed.current().is_main, distributed.current().world_size
-        with self.meter.phase(name, counted) as record:
-            for epoch in range(epochs):
-                start = time.perf_counter()
-                extra = dict((on_epoch_start(epoch) if on_epoch_start else None) or {})
-                loader.set_epoch(zlib.crc32(f"{name}:{epoch}".encode()))
-                model.train()
-                loss_sum = torch.zeros((), device=self.device)
-                correct = torch.zeros((), dtype=torch.long, device=self.device)
-                seen = 0
-                bar = tqdm(
-                    loader,
-                    total=len(loader),
-                    desc=f"{name} {epoch + 1}/{epochs}",
-                    unit="batch",
-                    disable=not (self.progress and main),
-                    leave=True,
-                    mininterval=1.0,
-                    dynamic_ncols=True,
-                )
-                for i, (x, y) in enumerate(bar):
-                    try:
-                        out = step(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
-                    except NonFiniteLoss as err:  # found inside the step (alpha): say where
-                        raise NonFiniteLoss(f"{err} in phase {name!r}, epoch {epoch + 1}, at step {i + 1}") from None
-                    if schedule is not None:
-                        schedule.step()
-                    loss_sum += out.loss * out.batch
-                    correct += out.correct
-                    seen += out.batch
-                    record.add_batch(out.batch * world)
-                    if i % 50 == 0 or i == len(loader) - 1:
-                        mean_loss = (loss_sum / max(seen, 1)).item()
-                        if not math.isfinite(mean_loss):
-                            raise NonFiniteLoss(
-                                f"the loss became {mean_loss} in phase {name!r}, epoch {epoch + 1}, by step {i + 1}"
-                            )
-                        bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{correct.item() / max(seen, 1):.3f}")
-                bar.close()
-                record.epochs += 1
-                # the epoch's figures over every rank's images
-                images = torch.tensor(float(seen), device=loss_sum.device).double()
-                totals = distributed.sum_(torch.stack([loss_sum.double(), correct.double(), images]))
-                loss_total, correct_total, seen_total = totals.tolist()
-                self.log(
-                    {
-                        "phase": name,
-                        "epoch": epoch + 1,
-                        "loss": loss_total / max(seen_total, 1),
-                        "train_acc": correct_total / max(seen_total, 1),
-                        "images": int(seen_total),
-                        "lr": schedule.lr() if schedule is not None else None,
-                        "wall_s": time.perf_counter() - start,
-                        **extra,
-                        **(epoch_info() if epoch_info else {}),
-                    }
-                )
+        with self.meter.phase(name, counted, resume=ck.open_phase(name)) as record:
+            for epoch in range(first, epochs):
+                ck.begin_unit()
+                self._epoch(name, epoch, epochs, step, model, schedule, on_epoch_start, epoch_info, loader, record)
+                if ck.enabled and not weights_finite(model):  # never save a diverged state
+                    raise NonFiniteLoss(f"the weights became non-finite in phase {name!r}, epoch {epoch + 1}")
+                ck.done.append(f"{name}/{epoch + 1}")
+                ck.save(f"after phase {name!r}, epoch {epoch + 1} of {epochs}")
+                ck.stop_if_asked(f"after phase {name!r}, epoch {epoch + 1} of {epochs}")
             distributed.broadcast_buffers(model)  # rank 0's BatchNorm statistics on every rank
+
+    def _epoch(
+        self,
+        name: str,
+        epoch: int,
+        epochs: int,
+        step: StepFn,
+        model: nn.Module,
+        schedule: WarmupCosine | None,
+        on_epoch_start: Callable[[int], Mapping[str, Any] | None] | None,
+        epoch_info: Callable[[], Mapping[str, Any]] | None,
+        loader: Any,
+        record: PhaseRecord,
+    ) -> None:
+        """One epoch of :meth:`run_phase`, from its first batch or from where a checkpoint saved it."""
+        ck = self.checkpoint
+        main, world = distributed.current().is_main, distributed.current().world_size
+        part = ck.partial(name, epoch)
+        start = time.perf_counter()
+        loader.set_epoch(zlib.crc32(f"{name}:{epoch}".encode()))
+        model.train()
+        if part is None:
+            extra = dict((on_epoch_start(epoch) if on_epoch_start else None) or {})
+            first_step, wall_before = 0, 0.0
+            loss_sum = torch.zeros((), device=self.device)
+            correct = torch.zeros((), dtype=torch.long, device=self.device)
+            seen = 0
+        else:  # the epoch's start hook ran before the interruption; its state is restored
+            extra, first_step, wall_before = dict(part["extra"]), int(part["step"]), float(part["wall_s"])
+            loss_sum = part["loss_sum"].to(self.device)
+            correct = part["correct"].to(self.device)
+            seen = int(part["seen"])
+        loader.skip(first_step)
+        bar = tqdm(
+            loader,
+            total=len(loader),
+            initial=first_step,
+            desc=f"{name} {epoch + 1}/{epochs}",
+            unit="batch",
+            disable=not (self.progress and main),
+            leave=True,
+            mininterval=1.0,
+            dynamic_ncols=True,
+        )
+        for i, (x, y) in enumerate(bar, start=first_step):
+            try:
+                out = step(x.to(self.device, non_blocking=True), y.to(self.device, non_blocking=True))
+            except NonFiniteLoss as err:  # found inside the step (alpha): say where
+                raise NonFiniteLoss(f"{err} in phase {name!r}, epoch {epoch + 1}, at step {i + 1}") from None
+            if schedule is not None:
+                schedule.step()
+            loss_sum += out.loss * out.batch
+            correct += out.correct
+            seen += out.batch
+            record.add_batch(out.batch * world)
+            if i % 50 == 0 or i == len(loader) - 1:
+                mean_loss = (loss_sum / max(seen, 1)).item()
+                if not math.isfinite(mean_loss):
+                    raise NonFiniteLoss(
+                        f"the loss became {mean_loss} in phase {name!r}, epoch {epoch + 1}, by step {i + 1}"
+                    )
+                bar.set_postfix(loss=f"{mean_loss:.3f}", acc=f"{correct.item() / max(seen, 1):.3f}")
+            due = ck.due() if i < len(loader) - 1 else 0  # the epoch's end saves anyway
+            if due:
+                if not math.isfinite(float(loss_sum)):  # never save a diverged state
+                    raise NonFiniteLoss(f"the loss became nan in phase {name!r}, epoch {epoch + 1}, by step {i + 1}")
+                where = f"in phase {name!r}, epoch {epoch + 1} of {epochs}, at step {i + 1} of {len(loader)}"
+                ck.save(
+                    where,
+                    partial={
+                        "phase": name,
+                        "epoch": epoch,
+                        "step": i + 1,
+                        "extra": extra,
+                        "loss_sum": loss_sum.detach().cpu(),
+                        "correct": correct.detach().cpu(),
+                        "seen": seen,
+                        "wall_s": wall_before + time.perf_counter() - start,
+                    },
+                )
+                if due == 2:
+                    bar.close()
+                    ck.stop_if_asked(where)
+        bar.close()
+        record.epochs += 1
+        # the epoch's figures over every rank's images
+        images = torch.tensor(float(seen), device=loss_sum.device).double()
+        totals = distributed.sum_(torch.stack([loss_sum.double(), correct.double(), images]))
+        loss_total, correct_total, seen_total = totals.tolist()
+        self.log(
+            {
+                "phase": name,
+                "epoch": epoch + 1,
+                "loss": loss_total / max(seen_total, 1),
+                "train_acc": correct_total / max(seen_total, 1),
+                "images": int(seen_total),
+                "lr": schedule.lr() if schedule is not None else None,
+                "wall_s": wall_before + time.perf_counter() - start,
+                **extra,
+                **(epoch_info() if epoch_info else {}),
+            }
+        )
