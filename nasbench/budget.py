@@ -142,10 +142,11 @@ class BudgetMeter:
         self._open.pop()
 
     def snapshot(self) -> dict | None:
-        """The open phase's record as of now (what a checkpoint inside the phase saves)."""
+        """The open phase's record as of now (what a checkpoint inside the phase saves; this
+        process's peak memory only: rank 0 saves alone, so no collective)."""
         if not self._open:
             return None
-        return asdict(self._measure(over_ranks=True))
+        return asdict(self._measure(over_ranks=False))
 
     def restore(self, phases: list[dict]) -> None:
         """The finished phases of a checkpoint (resume)."""

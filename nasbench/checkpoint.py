@@ -325,6 +325,11 @@ class Checkpointer:
         return self.elapsed_before + time.perf_counter() - self._started
 
     def stop_if_asked(self, where: str) -> None:
+        """Raise :class:`Interrupted` if a signal asked for a stop (on every rank, or none)."""
+        if not self.enabled:
+            return
+        if distributed.current().enabled and distributed.max_int(int(self.stop_signal is not None)):
+            self.stop_signal = self.stop_signal or signal.SIGTERM
         if self.stop_signal is not None:
             name = signal.Signals(self.stop_signal).name
             raise Interrupted(

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ import torch
 from conftest import ROOT
 from nasbench import distributed
 from nasbench.errors import UserError
+from test_reliability import _without_timings
 from test_run_e2e import check_summary
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
@@ -138,3 +141,36 @@ def test_torchrun_refuses_the_consistency_experiment(tmp_path: Path) -> None:
     assert proc.returncode != 0
     assert "error: the consistency experiment runs in one process: start it without torchrun" in proc.stderr
     assert not (tmp_path / "c").exists()
+
+
+def test_torchrun_stopped_by_sigterm_resumes_to_the_uninterrupted_run(ddp_run, tmp_path: Path) -> None:
+    """SIGTERM to torchrun reaches both ranks; they agree to stop at the same step, rank 0 saves,
+    and the same torchrun command resumes both ranks from rank 0's checkpoint."""
+    reference, _ = ddp_run
+    run_dir, tmpdir = tmp_path / "run", tmp_path / "tmp"
+    tmpdir.mkdir()
+    args = ["method=dsnas", "space=shufflenet", "scale=tiny", "device=cpu", "progress=false"]
+    args.append(f"hydra.run.dir={run_dir}")
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "TMPDIR": str(tmpdir)}
+    proc = subprocess.Popen(
+        [*TORCHRUN, "experiments/run.py", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
+    )
+    sidecar = run_dir / "checkpoint.json"
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if "after phase 'finetune', epoch 1 of 2" in json.loads(sidecar.read_text())["where"]:
+                break
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.005)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode != 0 and "stopped by SIGTERM" in err.decode(), err.decode()[-3000:]
+    assert not (run_dir / "summary.json").exists() and (run_dir / "checkpoint.pt").exists()
+    resumed = torchrun("experiments/run.py", *args, tmpdir=tmpdir)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    summary = _without_timings(json.loads((run_dir / "summary.json").read_text()))
+    expected = _without_timings(json.loads((reference / "summary.json").read_text()))
+    assert summary["extra"]["distributed"]["ranks_agree"] is True
+    assert summary == expected

@@ -1,5 +1,5 @@
 """Runs are reproducible and stop cleanly on a diverging loss (issue 6, points 2 and 4; resume and
-checkpoints are not built yet)."""
+checkpoints: tests/test_resume.py and tests/test_checkpoint.py)."""
 
 from __future__ import annotations
 
