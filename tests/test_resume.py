@@ -54,10 +54,12 @@ def _run(run_dir: Path, case: str, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(_command(run_dir, case, *extra), capture_output=True, text=True, timeout=600, env=_env())
 
 
-def _stop_when(run_dir: Path, case: str, where: str, sig: int, delay: float) -> subprocess.CompletedProcess:
+def _stop_when(
+    run_dir: Path, case: str, where: str, sig: int, delay: float, *extra: str
+) -> subprocess.CompletedProcess:
     """Start the run, wait until its checkpoint stands ``where``, wait ``delay`` s, send ``sig``."""
     proc = subprocess.Popen(
-        _command(run_dir, case), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
+        _command(run_dir, case, *extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
     )
     deadline = time.monotonic() + 300
     sidecar = run_dir / "checkpoint.json"
@@ -127,6 +129,21 @@ def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, ref
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert f"resuming {run_dir} from its checkpoint ({where})" in resumed.stdout + resumed.stderr
     _assert_same_run(run_dir, reference(case))
+
+
+def test_periodic_checkpoints_inside_an_epoch_resume_after_sigkill(tmp_path, reference) -> None:
+    """``checkpoint.minutes``: saves inside the epoch (here after every step); a SIGKILL then
+    loses at most the step in flight, and the resumed run skips the batches already trained."""
+    run_dir = tmp_path / "run"
+    where = "in phase 'search', epoch 2 of 3, at step 2"
+    killed = _stop_when(run_dir, "dsnas", where, signal.SIGKILL, 0.0, "checkpoint.minutes=1e-9")
+    assert killed.returncode == -signal.SIGKILL
+    saved = json.loads((run_dir / "checkpoint.json").read_text())["where"]
+    assert saved.startswith("in phase 'search', epoch 2 of 3, at step "), saved  # inside the epoch
+    resumed = _run(run_dir, "dsnas", "checkpoint.minutes=0")  # the interval may change on resume
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    assert f"resuming {run_dir} from its checkpoint ({saved})" in resumed.stdout + resumed.stderr
+    _assert_same_run(run_dir, reference("dsnas"))
 
 
 def test_sigterm_saves_inside_the_epoch_and_resumes_from_that_step(tmp_path, reference) -> None:
