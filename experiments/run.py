@@ -177,7 +177,6 @@ def run(cfg: DictConfig) -> dict:
 def saved_checkpoint(cfg: DictConfig, record: RunRecord) -> dict | None:
     """The checkpoint this run resumes from: the run folder's, unless ``overwrite=true`` (which
     starts again and deletes it). ``resume=true`` with none is an error. Decided by rank 0."""
-    found = None
     if distributed.launched_env().is_main:
         path = record.dir / CHECKPOINT
         if cfg.overwrite:
@@ -191,18 +190,18 @@ def saved_checkpoint(cfg: DictConfig, record: RunRecord) -> dict | None:
             raise UserError(
                 f"resume=true, but {record.dir} holds no checkpoint.pt to resume; run without resume=true to start"
             )
-    return {"dir": found, "state": None}
+    return None
 
 
 def start_checkpoints(cfg: DictConfig, ctx: RunContext, saved: dict | None) -> Checkpointer:
     """The run's checkpointer, resumed from ``saved`` if there is one, with signal handlers."""
-    found = distributed.broadcast_object(saved["dir"] if saved else None)  # rank 0's folder
+    found = distributed.broadcast_object(saved["dir"] if saved else None)  # rank 0 decides
     run_dir = Path(distributed.broadcast_object(str(ctx.record.dir)))
     config = run_config(OmegaConf.to_container(cfg, resolve=True))
     ck = Checkpointer(run_dir, config, float(cfg.checkpoint.minutes), ctx.record.metrics_path, ctx.meter)
     ctx.trainer.checkpoint = ck
     if found is not None:
-        ck.resume(saved["state"] if saved and saved["state"] is not None else load_checkpoint(Path(found)))
+        ck.resume(saved["state"] if saved else load_checkpoint(Path(found)))
         if distributed.current().is_main:
             truncate_metrics(ctx.record.metrics_path, int(ck.saved["metrics_bytes"]))
         log.info("resuming %s from its checkpoint (%s)", run_dir, ck.where())

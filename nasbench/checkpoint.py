@@ -39,6 +39,8 @@ from nasbench.records import atomic_write, atomic_write_json
 CHECKPOINT = "checkpoint.pt"
 SIDECAR = "checkpoint.json"
 FORMAT = 1
+#: in a distributed run, the ranks agree on a stop or a save every this many steps
+DUE_EVERY = 10
 #: configuration keys that may differ between a run and its resumption
 VOLATILE_KEYS = ("resume", "overwrite", "progress", "checkpoint")
 
@@ -175,6 +177,7 @@ class Checkpointer:
         self.elapsed_before = 0.0
         self._started = time.perf_counter()
         self._last_save = time.monotonic()
+        self._due_calls = 0
 
     @property
     def enabled(self) -> bool:
@@ -284,7 +287,10 @@ class Checkpointer:
         want = 2 if self.stop_signal is not None else 0
         if not want and self.minutes > 0 and time.monotonic() - self._last_save >= 60.0 * self.minutes:
             want = 1 if distributed.current().is_main else 0
-        if distributed.current().enabled:
+        if distributed.current().enabled:  # the ranks agree every DUE_EVERY steps (a collective syncs)
+            self._due_calls += 1
+            if self._due_calls % DUE_EVERY:
+                return 0
             want = distributed.max_int(want)
             if want == 2 and self.stop_signal is None:
                 self.stop_signal = signal.SIGTERM
