@@ -129,10 +129,11 @@ def prepare(cfg: DictConfig, record: RunRecord) -> tuple[type[Method], RunContex
 def run(cfg: DictConfig) -> dict:
     record = RunRecord(HydraConfig.get().runtime.output_dir)
     record.guard(bool(cfg.overwrite))
-    saved = saved_checkpoint(cfg, record)  # checked before any data loads
+    config = run_config(OmegaConf.to_container(cfg, resolve=True))  # what a resumption must share
+    saved = saved_checkpoint(cfg, config, record)  # checked before any data loads
     method_cls, ctx = prepare(cfg, record)
     space, data = ctx.space, ctx.data
-    ck = start_checkpoints(cfg, ctx, saved)
+    ck = start_checkpoints(cfg, config, ctx, saved)
     started = time.perf_counter() - ck.elapsed_before  # wall_s covers every part of an interrupted run
     log.info(
         "%s + %s estimator on %s (%s scale), %s, device %s -> %s",
@@ -174,7 +175,7 @@ def run(cfg: DictConfig) -> dict:
     return summary
 
 
-def saved_checkpoint(cfg: DictConfig, record: RunRecord) -> dict | None:
+def saved_checkpoint(cfg: DictConfig, config: dict, record: RunRecord) -> dict | None:
     """The checkpoint this run resumes from: the run folder's, unless ``overwrite=true`` (which
     starts again and deletes it). ``resume=true`` with none is an error. Decided by rank 0."""
     if distributed.launched_env().is_main:
@@ -184,7 +185,7 @@ def saved_checkpoint(cfg: DictConfig, record: RunRecord) -> dict | None:
                 (record.dir / name).unlink(missing_ok=True)
         elif path.exists():
             state = load_checkpoint(record.dir)
-            check_config(state, run_config(OmegaConf.to_container(cfg, resolve=True)), path)
+            check_config(state, config, path)
             return {"dir": str(record.dir), "state": state}
         elif cfg.resume:
             raise UserError(
@@ -193,11 +194,10 @@ def saved_checkpoint(cfg: DictConfig, record: RunRecord) -> dict | None:
     return None
 
 
-def start_checkpoints(cfg: DictConfig, ctx: RunContext, saved: dict | None) -> Checkpointer:
+def start_checkpoints(cfg: DictConfig, config: dict, ctx: RunContext, saved: dict | None) -> Checkpointer:
     """The run's checkpointer, resumed from ``saved`` if there is one, with signal handlers."""
     found = distributed.broadcast_object(saved["dir"] if saved else None)  # rank 0 decides
     run_dir = Path(distributed.broadcast_object(str(ctx.record.dir)))
-    config = run_config(OmegaConf.to_container(cfg, resolve=True))
     ck = Checkpointer(run_dir, config, float(cfg.checkpoint.minutes), ctx.record.metrics_path, ctx.meter)
     ctx.trainer.checkpoint = ck
     if found is not None:

@@ -291,13 +291,9 @@ class TensorLoader:
         n = len(self.data)
         order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
         order = order.to(self.data.labels.device)
+        batches = batch_indices(order, self.batch_size, self.drop_last, self.shard)
         if self.shard:  # this rank's part of each global batch; its own augmentation draws
-            batches = distributed.shard_batches(order, self.batch_size, self.drop_last)
             gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch + 7_919 * distributed.current().rank)
-        else:
-            batches = [order[s : s + self.batch_size] for s in range(0, n, self.batch_size)]
-            if self.drop_last and batches and len(batches[-1]) < self.batch_size:
-                batches.pop()
         skip, self._skip = self._skip, 0
         for i, idx in enumerate(batches):
             if i < skip:
@@ -308,6 +304,17 @@ class TensorLoader:
             if self.augment:
                 x = self._augment(x, gen)
             yield x, self.data.labels[idx]
+
+
+def batch_indices(order: Tensor, batch_size: int, drop_last: bool, shard: bool) -> list[Tensor]:
+    """``order`` cut into batches (the last one dropped if short and ``drop_last``); ``shard``:
+    this rank's equal part of each global batch (nasbench.distributed.shard_batches)."""
+    if shard:
+        return distributed.shard_batches(order, batch_size, drop_last)
+    batches = [order[s : s + batch_size] for s in range(0, len(order), batch_size)]
+    if drop_last and batches and len(batches[-1]) < batch_size:
+        batches.pop()
+    return batches
 
 
 def make_loader(
@@ -371,12 +378,7 @@ class _DatasetLoader:
             if skip and not self.shard and self.shuffle:  # the draw an unsharded DataLoader makes first
                 torch.empty((), dtype=torch.int64).random_(generator=gen)
             order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
-            if self.shard:
-                parts = [idx.tolist() for idx in distributed.shard_batches(order, self.batch_size, self.drop_last)]
-            else:
-                parts = [order[s : s + self.batch_size].tolist() for s in range(0, n, self.batch_size)]
-                if self.drop_last and parts and len(parts[-1]) < self.batch_size:
-                    parts.pop()
+            parts = [idx.tolist() for idx in batch_indices(order, self.batch_size, self.drop_last, self.shard)]
             yield from torch.utils.data.DataLoader(
                 self.dataset, batch_sampler=parts[skip:], num_workers=self.workers, persistent_workers=False
             )

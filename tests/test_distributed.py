@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +16,7 @@ from conftest import ROOT
 from nasbench import distributed
 from nasbench.errors import UserError
 from test_reliability import _without_timings
+from test_resume import wait_for_checkpoint
 from test_run_e2e import check_summary
 
 TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
@@ -155,15 +155,7 @@ def test_torchrun_stopped_by_sigterm_resumes_to_the_uninterrupted_run(ddp_run, t
     proc = subprocess.Popen(
         [*TORCHRUN, "experiments/run.py", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env
     )
-    sidecar = run_dir / "checkpoint.json"
-    deadline = time.monotonic() + 300
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if "after phase 'finetune', epoch 1 of 2" in json.loads(sidecar.read_text())["where"]:
-                break
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.005)
+    wait_for_checkpoint(proc, run_dir, "after phase 'finetune', epoch 1 of 2")
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode != 0 and "stopped by SIGTERM" in err.decode(), err.decode()[-3000:]

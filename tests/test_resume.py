@@ -54,6 +54,19 @@ def _run(run_dir: Path, case: str, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(_command(run_dir, case, *extra), capture_output=True, text=True, timeout=600, env=_env())
 
 
+def wait_for_checkpoint(proc: subprocess.Popen, run_dir: Path, where: str, timeout: float = 300) -> None:
+    """Poll ``run_dir/checkpoint.json`` until it stands ``where`` (or the process ends)."""
+    deadline = time.monotonic() + timeout
+    sidecar = run_dir / "checkpoint.json"
+    while time.monotonic() < deadline and proc.poll() is None:
+        try:
+            if where in json.loads(sidecar.read_text())["where"]:
+                return
+        except (OSError, ValueError, KeyError):
+            pass
+        time.sleep(0.005)
+
+
 def _stop_when(
     run_dir: Path, case: str, where: str, sig: int, delay: float, *extra: str
 ) -> subprocess.CompletedProcess:
@@ -61,15 +74,7 @@ def _stop_when(
     proc = subprocess.Popen(
         _command(run_dir, case, *extra), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env()
     )
-    deadline = time.monotonic() + 300
-    sidecar = run_dir / "checkpoint.json"
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if where in json.loads(sidecar.read_text())["where"]:
-                break
-        except (OSError, ValueError, KeyError):
-            pass
-        time.sleep(0.005)
+    wait_for_checkpoint(proc, run_dir, where)
     assert proc.poll() is None, f"the run ended before {where!r}: {proc.stderr.read()[-2000:]}"
     time.sleep(delay)
     proc.send_signal(sig)
