@@ -89,7 +89,8 @@ def check_budget(cfg: DictConfig) -> dict:
             f"method {cfg.method.name} sets {', '.join('method.' + k for k in overlap)}, which belong to the shared"
             " budget: every method trains under the same numbers; change them with budget.<key>=... for all methods"
         )
-    budget["augmentation"] = OmegaConf.to_container(cfg.data.get("augment") or {}) if budget.get("augment") else {}
+    augment = cfg.data.get("augment")  # an empty {} is falsy: test for None, not truth
+    budget["augmentation"] = OmegaConf.to_container(augment) if augment is not None and budget.get("augment") else {}
     return budget
 
 

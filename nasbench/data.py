@@ -13,8 +13,10 @@ torchvision's download, where the machine has the internet.
 
 from __future__ import annotations
 
+import logging
 import math
 import os
+import signal
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,7 @@ from nasbench import distributed
 from nasbench.errors import UserError, unknown_choice
 from nasbench.spaces.base import InputSpec
 
+log = logging.getLogger(__name__)
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
 FASHION_FILES = (
     "train-images-idx3-ubyte",
@@ -205,7 +208,17 @@ def load_data(cfg: Mapping[str, Any]) -> DataBundle:
         train, test = _load_image_folder(cfg)
     else:
         raise unknown_choice("data loader", kind, LOADERS)
-    spec = input_spec(cfg, num_classes=None if cfg.get("num_classes") else len(train.classes))
+    classes = len(train.classes) if kind == "image_folder" else None  # the folder decides
+    if classes is not None and cfg.get("num_classes") and int(cfg["num_classes"]) != classes:
+        log.warning(
+            "%s has %d class folders: the classifier gets %d outputs (data.num_classes=%s is only assumed where"
+            " no data is read: inspect_arch, bench)",
+            Path(str(cfg["root"])) / "train",
+            classes,
+            classes,
+            cfg["num_classes"],
+        )
+    spec = input_spec(cfg, num_classes=classes)
     return DataBundle(cfg["name"], spec, train, test, dict(cfg.get("augment") or {}))
 
 
@@ -339,6 +352,16 @@ def make_loader(
     )
 
 
+def ignore_stop_signals(_worker_id: int) -> None:
+    """In a DataLoader worker: leave SIGTERM and SIGINT to the main process. A stop sent to the
+    whole process group (SLURM preemption, ``timeout``, Ctrl-C) would otherwise kill the workers
+    first, and the main process would die of "DataLoader worker ... is killed by signal" before
+    it could finish its step and write the checkpoint. The workers still end with the main
+    process (the DataLoader shuts them down, or they notice that their parent is gone)."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
 class _DatasetLoader:
     """A torch DataLoader whose shuffle order depends on (seed, epoch), like TensorLoader."""
 
@@ -380,7 +403,11 @@ class _DatasetLoader:
             order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
             parts = [idx.tolist() for idx in batch_indices(order, self.batch_size, self.drop_last, self.shard)]
             yield from torch.utils.data.DataLoader(
-                self.dataset, batch_sampler=parts[skip:], num_workers=self.workers, persistent_workers=False
+                self.dataset,
+                batch_sampler=parts[skip:],
+                num_workers=self.workers,
+                persistent_workers=False,
+                worker_init_fn=ignore_stop_signals,
             )
             return
         loader = torch.utils.data.DataLoader(
@@ -391,6 +418,7 @@ class _DatasetLoader:
             generator=gen,
             num_workers=self.workers,
             persistent_workers=False,
+            worker_init_fn=ignore_stop_signals,
         )
         yield from loader
 

@@ -17,7 +17,24 @@ from torch import nn
 from nasbench.context import RunContext
 from nasbench.evaluate import accuracy
 from nasbench.flops import count_macs, count_params
+from nasbench.records import RunRecord
 from nasbench.spaces.base import Arch
+
+
+def export_child(record: RunRecord, child: nn.Module, shape: tuple[int, ...], meta: Mapping[str, Any]) -> nn.Module:
+    """Write child.pt2 and child_state.pt from a CPU copy of ``child``; returns that copy, which
+    stays on the CPU (params and MACs are counted on it) and shares no storage with ``child``."""
+    cpu_child = copy.deepcopy(child).to("cpu", memory_format=torch.contiguous_format).eval()
+    record.save_child(cpu_child, torch.rand(2, *shape), meta)
+    return cpu_child
+
+
+def load_deployed(record: RunRecord, device: torch.device) -> nn.Module:
+    """The deployed model as a user loads it: child.pt2 read back from the run folder and moved to
+    ``device``. Its tensors are its own: the in-memory exported program shares its parameters
+    with the module it was exported from, and moving those to a GPU moved the exported copy's
+    too (the crash of issue 13, point 1)."""
+    return torch.export.load(str(record.dir / "child.pt2")).module().to(device)
 
 
 def finish_run(
@@ -32,13 +49,11 @@ def finish_run(
     """Export ``child``, evaluate the export, write summary.json; returns the summary."""
     spec = ctx.space.inputs
     with ctx.meter.phase("export", counted=False):
-        cpu_child = copy.deepcopy(child).to("cpu", memory_format=torch.contiguous_format).eval()
-        example = torch.rand(2, *spec.shape)
         meta = {"arch": ctx.space.encode(arch), "space": ctx.space.name, "input_shape": list(spec.shape)}
-        program = ctx.record.save_child(cpu_child, example, meta)
-        deployed = program.module().to(ctx.device)
+        exported = export_child(ctx.record, child, spec.shape, meta)
+        params, macs = count_params(exported), count_macs(exported, torch.zeros(1, *spec.shape))
+        deployed = load_deployed(ctx.record, ctx.device)
         final_acc, n_test = accuracy(deployed, ctx.trainer.test_loader(), ctx.device, train_mode_switch=False)
-        params, macs = count_params(cpu_child), count_macs(cpu_child, torch.zeros(1, *spec.shape))
     summary = {
         **identity,
         "status": "complete",
@@ -52,6 +67,7 @@ def finish_run(
         "flops": macs,
         "flops_unit": "multiply-accumulates per image",
         "input_shape": list(spec.shape),
+        "num_classes": spec.num_classes,
         "phases": ctx.meter.as_dicts(),
         "total_device_hours": ctx.meter.total_device_hours(),
         "peak_mem_bytes": ctx.meter.peak_mem_bytes(),

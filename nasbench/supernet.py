@@ -147,6 +147,8 @@ class _GateGradient(torch.autograd.Function):
         ctx.save_for_backward(out, x)
         ctx.block, ctx.active, ctx.probes = block, active, probes
         ctx.gate_meta = (weights.shape, weights.dtype, weights.device)
+        kind = x.device.type  # the backward recomputes probed ops under the forward's autocast
+        ctx.autocast = (kind, torch.is_autocast_enabled(kind), torch.get_autocast_dtype(kind))
         return out.view_as(out)
 
     @staticmethod
@@ -155,7 +157,9 @@ class _GateGradient(torch.autograd.Function):
         if ctx.needs_input_grad[2]:
             out, x = ctx.saved_tensors
             block: ChoiceBlock = ctx.block
-            row = block.gate_gradients(x, out, grad_out, ctx.active, ctx.probes)
+            kind, enabled, dtype = ctx.autocast
+            with torch.autocast(kind, dtype=dtype, enabled=enabled):
+                row = block.gate_gradients(x, out, grad_out, ctx.active, ctx.probes)
             shape, dtype, device = ctx.gate_meta
             grad_weights = torch.zeros(shape, dtype=dtype, device=device)
             grad_weights[block.decision, : row.numel()] = row.to(dtype=dtype, device=device)

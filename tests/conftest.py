@@ -70,3 +70,22 @@ def write_cifar10(root: Path, per_batch: int = 20) -> None:
             pickle.dump({"data": data, "labels": labels, "batch_label": name}, f)
     with open(folder / "batches.meta", "wb") as f:
         pickle.dump({"label_names": [f"class{i}" for i in range(10)], "num_cases_per_batch": per_batch}, f)
+
+
+def write_image_folder(
+    root: Path, classes: int = 3, per_class: dict[str, int] | None = None, size: tuple[int, int] = (48, 40)
+) -> Path:
+    """An ImageFolder in ImageNet's layout (``root/<split>/<class>/*.JPEG``): real JPEGs whose
+    red channel tells the class (learnable), with noise (so that crops differ)."""
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    for split, n in (per_class or {"train": 4, "val": 4}).items():
+        for c in range(classes):
+            folder = root / split / f"n0000{c}"
+            folder.mkdir(parents=True)
+            for i in range(n):
+                pixels = rng.integers(0, 60, (size[1], size[0], 3), dtype=np.uint8)
+                pixels[..., 0] += np.uint8(90 * c)
+                Image.fromarray(pixels).save(folder / f"img{i}.JPEG")
+    return root

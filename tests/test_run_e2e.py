@@ -33,8 +33,8 @@ def tiny_run(tmp_path_factory) -> Path:
     return run_dir
 
 
-def check_summary(summary: dict, method: str, space: str) -> None:
-    """The run-record contract of design.md."""
+def check_summary(summary: dict, method: str, space: str, budget_overrides: tuple[str, ...] = ()) -> None:
+    """The run-record contract of design.md (``budget_overrides``: the run's ``budget.k=v`` arguments)."""
     assert set(SUMMARY_KEYS) <= set(summary)
     assert summary["status"] == "complete" and summary["method"] == method and summary["space"] == space
     assert 0.0 <= summary["search_acc"] <= 1.0 and 0.0 <= summary["final_acc"] <= 1.0
@@ -64,6 +64,7 @@ def check_summary(summary: dict, method: str, space: str) -> None:
         (retrain,) = [p for p in counted if p["name"] == "retrain"]
         assert retrain["epochs"] == summary["budget"]["retrain_epochs"] >= 1
     budget = OmegaConf.load(ROOT / "experiments" / "conf" / "budget" / f"{summary['scale']}.yaml")
+    budget.merge_with_dotlist([o.removeprefix("budget.") for o in budget_overrides])
     recorded = {k: v for k, v in summary["budget"].items() if k not in ("data", "augmentation")}
     assert recorded == {k: v for k, v in OmegaConf.to_container(budget).items() if k != "data"}
     assert summary["budget"]["data"] == summary["data"]
