@@ -10,11 +10,11 @@ import pytest
 import torch
 
 from conftest import tiny_space
+from methods.base import METHODS
 from nasbench.device import autocast, configure, precision
 from nasbench.errors import UserError
-from nasbench.train import train_batch, weight_optimizer
-from methods.base import METHODS
 from nasbench.spaces import SPACES
+from nasbench.train import train_batch, weight_optimizer
 from test_run_e2e import _tiny_run, check_summary
 
 CPU = torch.device("cpu")
