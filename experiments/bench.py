@@ -14,23 +14,30 @@ process. Configurations are interleaved over ``repeats`` rounds. With ``loader=t
 training loader of a run (the real data set and augmentation) is timed too, as the row
 ``loader`` (ms per batch, images per second), so that it can be checked against the steps it
 feeds. It prints a table and writes it as CSV (``out=``).
+
+A bench is a long job that must not lose or hide work: each row is written to the CSV as soon as
+it is measured, with a progress line on stderr; a configuration that fails (or an unknown name)
+becomes a row with its one-line error and the bench goes on (exit status 2 at the end); the
+bench stops starting configurations when its own time cap (``max_minutes``) runs out; its
+measuring processes die with it, even under SIGKILL (experiments/bench_jobs.py). Every row
+records the torch thread count and the load average, and the bench warns when the machine is
+oversubscribed.
 """
 
 from __future__ import annotations
 
 import csv
-import json
+import os
 import statistics
-import subprocess
 import sys
 import time
-from pathlib import Path
 
 import hydra
 import torch
 from omegaconf import DictConfig, OmegaConf
 
 import cli
+from bench_jobs import JobFailed, oversubscription, run_job
 from methods.base import METHODS
 from nasbench.data import input_spec, load_data, make_loader, on_device
 from nasbench.device import configure, resolve_device
@@ -47,7 +54,65 @@ FIELDS = (
     "time_ratio",
     "mem_ratio",
     "paired_child_ms",
+    "threads",
+    "load_avg",
+    "error",
 )
+
+
+class RowSink:
+    """The CSV, written a row at a time as each is measured (a bench stopped half-way keeps
+    what it measured)."""
+
+    def __init__(self, path: str | None) -> None:
+        self.file = open(path, "w", newline="") if path else None  # noqa: SIM115 (closed by close())
+        self.writer = csv.DictWriter(self.file, fieldnames=FIELDS) if self.file else None
+        if self.writer:
+            self.writer.writeheader()
+            self.file.flush()
+
+    def add(self, row: dict) -> None:
+        if self.writer:
+            self.writer.writerow(row)
+            self.file.flush()
+
+    def close(self) -> None:
+        if self.file:
+            self.file.close()
+
+
+def measured_row(r: int, config: str, res: dict, floor: dict | None, batch: int) -> dict:
+    """A row of the table from a measurement (``floor``: the child's of this round, if any)."""
+    mem = res["peak_mem_bytes"]
+    if "paired_step_ms" in res:  # a search step: against the child timed alternately in its own process
+        ratio = res["paired_step_ms"] / res["child_step_ms"]
+    else:
+        ratio = res["step_ms"] / floor["step_ms"] if floor else None
+    return {
+        "round": r,
+        "method": config,
+        "step_ms": round(res["step_ms"], 3),
+        "step_ms_mean": round(res["step_ms_mean"], 3),
+        "img_per_s": round(1000 * batch / res["step_ms"], 1),
+        "peak_mem_bytes": mem,
+        "time_ratio": None if ratio is None else round(ratio, 3),
+        "mem_ratio": None if mem is None or not floor else round(mem / max(floor["peak_mem_bytes"], 1), 3),
+        "paired_child_ms": round(res["child_step_ms"], 3) if "child_step_ms" in res else None,
+        "threads": res.get("threads", torch.get_num_threads()),
+        "load_avg": load_average(),
+        "error": None,
+    }
+
+
+def failed_row(r: int, config: str, error: str) -> dict:
+    return {**dict.fromkeys(FIELDS), "round": r, "method": config, "load_avg": load_average(), "error": error}
+
+
+def load_average() -> float | None:
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None
 
 
 def loader_throughput(cfg: DictConfig, device: torch.device, batch: int) -> dict:
@@ -90,65 +155,66 @@ def bench(cfg: DictConfig) -> list[dict]:
     batch = int(cfg.batch_size or cfg.budget.batch_size)
     if batch < 1 or int(cfg.steps) < 1 or int(cfg.repeats) < 1:
         raise UserError("batch_size, steps and repeats must be at least 1")
-    configs = list(cfg.configs) if cfg.configs else METHODS.names()
-    for config in configs:
-        if config != "child" and config not in METHODS:
-            raise unknown_choice("benchmark configuration", config, ["child", *METHODS.names()])
-    if "child" not in configs:
-        configs.insert(0, "child")
-    rows = []
-    for r in range(int(cfg.repeats)):
-        results = {}
-        for config in configs:
-            job = {
-                "config": config,
-                "device": str(device),
-                "precision": precision,
-                "space": space.name,
-                "preset": space.preset,
-                "spec": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(spec).items()},
-                "arch": list(arch),
-                "batch_size": batch,
-                "steps": int(cfg.steps),
-                "warmup": int(cfg.warmup),
-                "seed": int(cfg.seed),
-                "channels_last": bool(cfg.channels_last),
-            }
-            proc = subprocess.run(
-                [sys.executable, str(Path(__file__).with_name("bench_step.py")), json.dumps(job)],
-                capture_output=True,
-                text=True,
-            )
-            if proc.returncode != 0:
-                lines = proc.stderr.strip().splitlines() or ["(no message)"]
-                raise UserError(f"benchmark of {config} failed: {lines[-1]}")
-            results[config] = json.loads(proc.stdout.strip().splitlines()[-1])
-        if cfg.loader:
-            results["loader"] = {**loader_throughput(cfg, device, batch), "peak_mem_bytes": None}
-        floor = results["child"]
-        for config, res in results.items():
-            mem = res["peak_mem_bytes"]
-            # a search step's ratio: against the child timed alternately in its own process
-            ratio = res["paired_step_ms"] / res["child_step_ms"] if "paired_step_ms" in res else None
-            rows.append(
-                {
-                    "round": r,
-                    "method": config,
-                    "step_ms": round(res["step_ms"], 3),
-                    "step_ms_mean": round(res["step_ms_mean"], 3),
-                    "img_per_s": round(1000 * batch / res["step_ms"], 1),
-                    "peak_mem_bytes": mem,
-                    "time_ratio": round(ratio if ratio is not None else res["step_ms"] / floor["step_ms"], 3),
-                    "mem_ratio": None if mem is None else round(mem / max(floor["peak_mem_bytes"], 1), 3),
-                    "paired_child_ms": round(res["child_step_ms"], 3) if "child_step_ms" in res else None,
-                }
-            )
+    configs = ["child", *[str(c) for c in (cfg.configs or METHODS.names()) if c != "child"]]  # the floor first
+    cap = float(cfg.max_minutes or 0) * 60
+    deadline = time.monotonic() + cap if cap > 0 else None
+    warning = oversubscription(torch.get_num_threads())
+    if warning:
+        print(warning, file=sys.stderr)
+    sink, rows = RowSink(cfg.out), []
+    jobs = int(cfg.repeats) * (len(configs) + bool(cfg.loader))
+    started = time.monotonic()
+
+    def add(row: dict) -> None:
+        rows.append(row)
+        sink.add(row)
+        done = f"{row['step_ms']:.2f} ms/step" if row["error"] is None else f"FAILED: {row['error']}"
+        ratio = "" if row["time_ratio"] is None else f", time x{row['time_ratio']:.3f}"
+        where = f"[{len(rows)}/{jobs}] round {row['round']} {row['method']}"
+        print(f"{where}: {done}{ratio} ({time.monotonic() - started:.0f} s)", file=sys.stderr, flush=True)
+
+    job = {
+        "device": str(device),
+        "precision": precision,
+        "space": space.name,
+        "preset": space.preset,
+        "spec": {k: list(v) if isinstance(v, tuple) else v for k, v in vars(spec).items()},
+        "arch": list(arch),
+        "batch_size": batch,
+        "steps": int(cfg.steps),
+        "warmup": int(cfg.warmup),
+        "seed": int(cfg.seed),
+        "channels_last": bool(cfg.channels_last),
+    }
+    try:
+        for r in range(int(cfg.repeats)):
+            floor = None
+            for config in configs:
+                try:
+                    if config != "child" and config not in METHODS:
+                        raise JobFailed(str(unknown_choice("benchmark configuration", config, METHODS.names())))
+                    left = None if deadline is None else deadline - time.monotonic()
+                    if left is not None and left <= 0:
+                        raise JobFailed(f"not run: the bench's time cap (max_minutes={cfg.max_minutes}) ran out")
+                    res = run_job({**job, "config": config}, left)
+                except JobFailed as err:
+                    add(failed_row(r, config, str(err)))
+                    continue
+                floor = res if config == "child" else floor
+                add(measured_row(r, config, res, floor, batch))
+            if cfg.loader:
+                try:
+                    res = {**loader_throughput(cfg, device, batch), "peak_mem_bytes": None}
+                except (UserError, RuntimeError, OSError) as err:
+                    add(failed_row(r, "loader", " ".join(str(err).split())))
+                else:
+                    add(measured_row(r, "loader", res, floor, batch))
+    finally:
+        sink.close()
     report(cfg, space, arch, batch, device, precision, rows)
-    if cfg.out:
-        with open(cfg.out, "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=FIELDS)
-            writer.writeheader()
-            writer.writerows(rows)
+    failed = [r["method"] for r in rows if r["error"] is not None]
+    if failed:
+        raise UserError(f"{len(failed)} of {len(rows)} rows failed ({', '.join(failed)}); the table says why")
     return rows
 
 
@@ -162,24 +228,30 @@ def report(cfg: DictConfig, space, arch, batch: int, device: torch.device, preci
     head = ("round", "method", "step_ms", "img/s", "peak_MiB", "time_ratio", "mem_ratio")
     print(" ".join(f"{h:>{w}}" for h, w in zip(head, (5, 10, 9, 9, 9, 10, 9))))
     for row in rows:
+        if row["error"] is not None:
+            print(f"{row['round']:>5} {row['method']:>10} FAILED: {row['error']}")
+            continue
         mem = "-" if row["peak_mem_bytes"] is None else f"{row['peak_mem_bytes'] / 2**20:.1f}"
         ratio = "-" if row["mem_ratio"] is None else f"{row['mem_ratio']:.3f}"
         print(
             f"{row['round']:>5} {row['method']:>10} {row['step_ms']:>9.2f} {row['img_per_s']:>9.0f} {mem:>9}"
-            f" {row['time_ratio']:>10.3f} {ratio:>9}"
+            f" {'-' if row['time_ratio'] is None else format(row['time_ratio'], '.3f'):>10} {ratio:>9}"
         )
     if int(cfg.repeats) > 1:
         print("median over rounds:")
         for method in dict.fromkeys(r["method"] for r in rows):
-            mine = [r for r in rows if r["method"] == method]
+            mine = [r for r in rows if r["method"] == method and r["time_ratio"] is not None]
+            if not mine:
+                continue
             time_ratio = statistics.median(r["time_ratio"] for r in mine)
             mem = [r["mem_ratio"] for r in mine if r["mem_ratio"] is not None]
             mem_text = f", memory x{statistics.median(mem):.3f}" if mem else ""
             print(f"  {method:>10}: time x{time_ratio:.3f}{mem_text}")
-    loader = [r for r in rows if r["method"] == "loader"]
-    if loader:
+    loader = [r for r in rows if r["method"] == "loader" and r["error"] is None]
+    steps = [r for r in rows if r["method"] != "loader" and r["error"] is None]
+    if loader and steps:
         load = statistics.median(r["img_per_s"] for r in loader)
-        fastest = max((r for r in rows if r["method"] != "loader"), key=lambda r: r["img_per_s"])
+        fastest = max(steps, key=lambda r: r["img_per_s"])
         verdict = "not the bottleneck" if load > fastest["img_per_s"] else "THE BOTTLENECK"
         print(
             f"loader: {load:.0f} img/s against the fastest step ({fastest['method']}) {fastest['img_per_s']:.0f} img/s:"

@@ -148,6 +148,7 @@ def measure(job: dict) -> dict:
         "step_ms_mean": step_ms_mean,
         "peak_mem_bytes": int(peak),
         "precision": precision,
+        "threads": torch.get_num_threads(),
     }
     if job.get("paired", True) and job["config"] != "child":
         floor = child_step()

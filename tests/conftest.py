@@ -89,3 +89,19 @@ def write_image_folder(
                 pixels[..., 0] += np.uint8(90 * c)
                 Image.fromarray(pixels).save(folder / f"img{i}.JPEG")
     return root
+
+
+def child_pids(pid: int) -> list[int]:
+    """The processes ``pid`` started that are still its children (Linux /proc)."""
+    try:
+        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
+    except OSError:
+        return []
+
+
+def process_running(pid: int) -> bool:
+    """Whether ``pid`` exists and is not a zombie."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
+    except OSError:
+        return False

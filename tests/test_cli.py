@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import csv
 import json
+import signal
+import subprocess
+import sys
+import time
 
 import pytest
 import torch
 
-from conftest import run_entry
+from conftest import ROOT, child_pids, process_running, run_entry
 
 
 def one_line_error(proc) -> str:
@@ -185,3 +189,55 @@ def test_inspect_arch_gives_nas_bench_201_counts_for_cifar10(arch: str, params: 
     assert result["input_shape"] == [3, 32, 32] and result["num_classes"] == 10 and result["arch"] == arch
     assert round(result["params"] / 1e6, 6) == params
     assert round((result["flops"] + 10) / 1e6, 5) == mflops
+
+
+def test_a_bench_with_a_bad_entry_still_writes_the_other_rows(tmp_path) -> None:
+    out = tmp_path / "bench.csv"
+    proc = run_entry(
+        "bench.py", "space=nb201", "scale=tiny", "steps=2", "warmup=1", "configs=[dsnas,nosuch]", "loader=false",
+        f"out={out}", cwd=tmp_path,
+    )  # fmt: skip
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip().splitlines()[-1] == "error: 1 of 3 rows failed (nosuch); the table says why"
+    rows = {r["method"]: r for r in csv.DictReader(out.open())}
+    assert list(rows) == ["child", "dsnas", "nosuch"]
+    assert rows["nosuch"]["error"].startswith("unknown benchmark configuration 'nosuch'; choose one of: darts, dsnas")
+    assert rows["nosuch"]["step_ms"] == "" and float(rows["dsnas"]["step_ms"]) > 0 and rows["dsnas"]["error"] == ""
+    assert all(int(r["threads"]) == torch.get_num_threads() for r in (rows["child"], rows["dsnas"]))
+    assert "[2/3] round 0 dsnas:" in proc.stderr and "[3/3] round 0 nosuch: FAILED" in proc.stderr  # progress
+
+
+def test_the_bench_time_cap_turns_what_is_left_into_error_rows(tmp_path) -> None:
+    out = tmp_path / "bench.csv"
+    proc = run_entry(
+        "bench.py", "space=nb201", "scale=tiny", "steps=100000", "configs=[spos]", "loader=false",
+        "max_minutes=0.05", f"out={out}", cwd=tmp_path, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode == 2
+    rows = list(csv.DictReader(out.open()))
+    assert [r["method"] for r in rows] == ["child", "spos"]
+    assert rows[0]["error"] == "stopped after 3 s: the bench's time cap (max_minutes) ran out"
+    assert rows[1]["error"] == "not run: the bench's time cap (max_minutes=0.05) ran out"
+
+
+def test_a_bench_killed_with_sigkill_leaves_no_process_behind(tmp_path) -> None:
+    out = tmp_path / "bench.csv"
+    args = ["space=nb201", "scale=tiny", "steps=100000", "configs=[spos]", "loader=false", f"out={out}"]
+    bench = subprocess.Popen(
+        [sys.executable, str(ROOT / "experiments" / "bench.py"), *args],
+        cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    children: list[int] = []
+    deadline = time.monotonic() + 60
+    while not children and time.monotonic() < deadline and bench.poll() is None:
+        time.sleep(0.1)
+        children = child_pids(bench.pid)
+    assert children, "the bench started a measuring process"
+    bench.send_signal(signal.SIGKILL)
+    bench.wait(timeout=30)
+    deadline = time.monotonic() + 10
+    while any(process_running(pid) for pid in children) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not any(process_running(pid) for pid in children), "the measuring process died with the bench"
+    assert out.read_text().startswith("round,method,step_ms")  # the header was written at once
+

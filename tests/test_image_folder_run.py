@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from conftest import ROOT, write_image_folder
+from conftest import ROOT, child_pids, process_running, write_image_folder
 from test_resume import wait_for_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -72,7 +72,7 @@ def test_sigterm_to_the_process_group_with_workers_stops_cleanly_and_resumes(jpe
     wait_for_checkpoint(proc, run_dir, "after phase 'search', epoch 1")
     assert proc.poll() is None, proc.stderr.read()[-2000:]
     time.sleep(0.3)  # inside epoch 2, its loader workers running
-    workers = _children(proc.pid)
+    workers = child_pids(proc.pid)
     os.killpg(proc.pid, signal.SIGTERM)
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 143, err[-3000:]
@@ -80,7 +80,7 @@ def test_sigterm_to_the_process_group_with_workers_stops_cleanly_and_resumes(jpe
     assert "stopped by SIGTERM in phase 'search'" in err and "checkpoint written to" in err
     assert (run_dir / "checkpoint.pt").is_file()
     assert workers, "the loader had worker processes when the signal came"
-    assert not any(Path(f"/proc/{pid}").exists() and _alive(pid) for pid in workers), "no worker outlives the run"
+    assert not any(process_running(pid) for pid in workers), "no worker outlives the run"
     resumed = subprocess.run(command, capture_output=True, text=True, timeout=600, env=_env())
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming" in resumed.stdout + resumed.stderr
@@ -89,16 +89,3 @@ def test_sigterm_to_the_process_group_with_workers_stops_cleanly_and_resumes(jpe
     (search,) = [p for p in summary["phases"] if p["name"] == "search"]
     assert search["epochs"] == 3
 
-
-def _children(pid: int) -> list[int]:
-    try:
-        return [int(c) for c in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
-    except OSError:
-        return []
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().split()[2] != "Z"
-    except OSError:
-        return False
