@@ -2,7 +2,8 @@
 # Set up the project on a fresh machine; safe to run again (a second run takes seconds).
 #   1. Fashion-MNIST from Debian's package dataset-fashion-mnist, where apt-get is available
 #      (elsewhere torchvision downloads it on the first run);
-#   2. a virtual environment .venv with the pinned dependencies (pyproject.toml) and the
+#   2. a virtual environment .venv with torch 2.14.1 / torchvision 0.29.1 (the tested versions;
+#      pyproject.toml allows torch 2.4-2.14), the other dependencies (pyproject.toml) and the
 #      project installed in editable mode.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,4 +20,5 @@ python="${PYTHON:-python3}"
 if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
-.venv/bin/python -m pip install -q --disable-pip-version-check -e '.[dev]'
+# the tested versions exactly (pyproject.toml allows a range, for GPU users with other CUDA builds)
+.venv/bin/python -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1 -e '.[dev]'

@@ -9,6 +9,8 @@ as fractions in [0, 1]; nothing is cached on disk.
 
 from __future__ import annotations
 
+import contextlib
+
 from pathlib import Path
 
 import pandas as pd
@@ -185,7 +187,10 @@ def _load_official(p: Path) -> NB201Truth:
         raise UserError(f"reading {p} needs the nas-bench-201 package and torch ({_first_line(exc)})") from None
     expected = "expected an official NAS-Bench-201 file such as NAS-Bench-201-v1_1-096897.pth"
     try:
-        with torch.serialization.safe_globals(_numpy_safe_globals()):  # NASBench201API calls torch.load itself
+        # NASBench201API calls torch.load itself; torch < 2.5 has no safe_globals (and loads with
+        # weights_only=False by default, which needs none)
+        allow = getattr(torch.serialization, "safe_globals", None)
+        with allow(_numpy_safe_globals()) if allow else contextlib.nullcontext():
             api = NASBench201API(str(p), verbose=False)
     except Exception as exc:  # torch.load and the API's asserts fail in many ways; report all in one line
         raise UserError(f"nas_201_api cannot load {p} ({_first_line(exc)}); {expected}") from None
