@@ -10,7 +10,6 @@ as fractions in [0, 1]; nothing is cached on disk.
 from __future__ import annotations
 
 import contextlib
-
 from pathlib import Path
 
 import pandas as pd
