@@ -127,6 +127,7 @@ def loader_throughput(cfg: DictConfig, device: torch.device, batch: int) -> dict
         drop_last=True,
         augment=augment,
         workers=int(cfg.budget.get("workers", 2)),
+        device=device,
     )
     n = min(int(cfg.loader_batches), len(loader))
     times, start = [], time.perf_counter()

@@ -27,6 +27,7 @@ from torch import Tensor
 
 from nasbench import distributed
 from nasbench.errors import UserError, unknown_choice
+from nasbench.jpeg_batches import DECODES, EncodedImageFolder, collate_encoded, decode_batch, encoded
 from nasbench.spaces.base import InputSpec
 
 log = logging.getLogger(__name__)
@@ -180,15 +181,22 @@ def _load_image_folder(cfg: Mapping[str, Any]) -> tuple[Any, Any]:
     root = cfg.get("root")
     if not root or not (Path(root) / "train").is_dir() or not (Path(root) / cfg.get("test_split", "val")).is_dir():
         raise UserError(f"data={cfg['name']} needs data.root=<folder with train/ and {cfg.get('test_split', 'val')}/>")
-    size = int(cfg["size"])
-    train_tf = transforms.Compose(
-        [transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(), transforms.ToTensor()]
-    )
-    test_tf = transforms.Compose(
-        [transforms.Resize(int(math.ceil(size * 256 / 224))), transforms.CenterCrop(size), transforms.ToTensor()]
-    )
-    train = datasets.ImageFolder(str(Path(root) / "train"), transform=train_tf)
-    test = datasets.ImageFolder(str(Path(root) / cfg.get("test_split", "val")), transform=test_tf)
+    size, decode = int(cfg["size"]), str(cfg.get("decode", "cpu"))
+    test_dir = Path(root) / cfg.get("test_split", "val")
+    if decode == "device":  # the workers read bytes; the run's device decodes and augments
+        train = EncodedImageFolder(Path(root) / "train", train=True, size=size)
+        test = EncodedImageFolder(test_dir, train=False, size=size)
+    elif decode == "cpu":
+        train_tf = transforms.Compose(
+            [transforms.RandomResizedCrop(size), transforms.RandomHorizontalFlip(), transforms.ToTensor()]
+        )
+        test_tf = transforms.Compose(
+            [transforms.Resize(int(math.ceil(size * 256 / 224))), transforms.CenterCrop(size), transforms.ToTensor()]
+        )
+        train = datasets.ImageFolder(str(Path(root) / "train"), transform=train_tf)
+        test = datasets.ImageFolder(str(test_dir), transform=test_tf)
+    else:
+        raise unknown_choice("data.decode", decode, DECODES)
     if train.classes != test.classes:
         raise UserError(f"{root}: train/ and {cfg.get('test_split', 'val')}/ have different class folders")
     return train, test
@@ -340,15 +348,18 @@ def make_loader(
     seed: int = 0,
     workers: int = 2,
     shard: bool = False,
+    device: torch.device | None = None,
 ) -> Any:
     """A loader for either an in-memory set or a torch Dataset (ImageFolder). ``shard=True``: in
-    a distributed run, this rank's equal part of every global batch (nasbench.distributed)."""
+    a distributed run, this rank's equal part of every global batch (nasbench.distributed).
+    ``device``: where an ImageFolder of encoded files (``data.decode=device``) is decoded, and
+    whether batches are pinned for a GPU."""
     if isinstance(data, TensorImages):
         return TensorLoader(
             data, batch_size, shuffle=shuffle, augment=augment, drop_last=drop_last, seed=seed, shard=shard
         )
     return _DatasetLoader(
-        data, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed, workers=workers, shard=shard
+        data, batch_size, shuffle=shuffle, drop_last=drop_last, seed=seed, workers=workers, shard=shard, device=device
     )
 
 
@@ -375,8 +386,10 @@ class _DatasetLoader:
         seed: int,
         workers: int,
         shard: bool = False,
+        device: torch.device | None = None,
     ) -> None:
         self.dataset, self.batch_size, self.shuffle = dataset, batch_size, shuffle
+        self.device = device or torch.device("cpu")
         self.drop_last, self.seed, self.workers, self.epoch = drop_last, seed, workers, 0
         self.shard = distributed.shards(shard, drop_last)
         self._skip = 0
@@ -386,7 +399,8 @@ class _DatasetLoader:
 
     def skip(self, batches: int) -> None:
         """The next pass starts at batch ``batches``: the same images in the same order; the
-        augmentation draws of the worker processes differ from an unbroken pass."""
+        augmentation draws of the worker processes differ from an unbroken pass (with
+        ``data.decode=device`` they are the same: drawn per batch in the main process)."""
         self._skip = batches
 
     def __len__(self) -> int:
@@ -396,31 +410,37 @@ class _DatasetLoader:
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:
         gen = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
         skip, self._skip = self._skip, 0
+        files = encoded(self.dataset)  # data.decode=device: the workers read bytes only
+        common = {
+            "num_workers": self.workers,
+            "persistent_workers": False,
+            "worker_init_fn": ignore_stop_signals,
+            "collate_fn": collate_encoded if files is not None else None,
+            "pin_memory": self.device.type == "cuda" and files is None,
+        }
         if self.shard or skip:
             n = len(self.dataset)
             if skip and not self.shard and self.shuffle:  # the draw an unsharded DataLoader makes first
                 torch.empty((), dtype=torch.int64).random_(generator=gen)
             order = torch.randperm(n, generator=gen) if self.shuffle else torch.arange(n)
             parts = [idx.tolist() for idx in batch_indices(order, self.batch_size, self.drop_last, self.shard)]
-            yield from torch.utils.data.DataLoader(
+            batches = torch.utils.data.DataLoader(self.dataset, batch_sampler=parts[skip:], **common)
+        else:
+            batches = torch.utils.data.DataLoader(
                 self.dataset,
-                batch_sampler=parts[skip:],
-                num_workers=self.workers,
-                persistent_workers=False,
-                worker_init_fn=ignore_stop_signals,
+                batch_size=self.batch_size,
+                shuffle=self.shuffle,
+                drop_last=self.drop_last,
+                generator=gen,
+                **common,
             )
+        if files is None:
+            yield from batches
             return
-        loader = torch.utils.data.DataLoader(
-            self.dataset,
-            batch_size=self.batch_size,
-            shuffle=self.shuffle,
-            drop_last=self.drop_last,
-            generator=gen,
-            num_workers=self.workers,
-            persistent_workers=False,
-            worker_init_fn=ignore_stop_signals,
-        )
-        yield from loader
+        rank = distributed.current().rank
+        for i, (data, labels) in enumerate(batches, start=skip):  # augmentation drawn per (epoch, batch, rank)
+            draws = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch * 1_009 + i * 7_919 + rank)
+            yield decode_batch(data, files, self.device, draws), labels
 
 
 def on_device(data: Any, device: torch.device) -> Any:

@@ -217,6 +217,7 @@ class Trainer:
                 augment=self.data.augment if augment and self.cfg.get("augment", True) else None,
                 workers=int(self.cfg.get("workers", 2)),
                 shard=shard,
+                device=self.device,
             )
         return self._loaders[key]
 
@@ -243,6 +244,7 @@ class Trainer:
                 int(self.cfg.get("eval_batch_size", 500)),
                 shuffle=False,
                 workers=int(self.cfg.get("workers", 2)),
+                device=self.device,
             )
         return self._loaders["test"]
 

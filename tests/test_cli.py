@@ -240,4 +240,3 @@ def test_a_bench_killed_with_sigkill_leaves_no_process_behind(tmp_path) -> None:
         time.sleep(0.1)
     assert not any(process_running(pid) for pid in children), "the measuring process died with the bench"
     assert out.read_text().startswith("round,method,step_ms")  # the header was written at once
-

@@ -8,7 +8,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import ROOT, write_cifar10
+from conftest import ROOT, write_cifar10, write_image_folder
 from nasbench.data import DEBIAN_FASHION_MNIST, TensorImages, TensorLoader, load_data, make_loader
 from nasbench.errors import UserError
 
@@ -85,3 +85,29 @@ def test_tensor_loader_is_reproducible_and_augments_by_shifting() -> None:
         for img in x[:, 0]:  # every image is some 8x8 window of the zero-padded original
             windows = [padded[i : i + 8, j : j + 8] for i in range(5) for j in range(5)]
             assert any(torch.equal(img, w) for w in windows)
+
+
+def test_device_decoding_matches_the_cpu_transforms(tmp_path) -> None:
+    """``data.decode=device``: the workers read bytes, the main process decodes and augments a
+    batch at a time on the run's device (the CPU here); test images match the PIL path."""
+    write_image_folder(tmp_path, classes=3, per_class={"train": 6, "val": 4}, size=(48, 40))
+    on_cpu = load_data(data_cfg("imagenet", root=str(tmp_path), size=32))
+    on_device = load_data(data_cfg("imagenet", root=str(tmp_path), size=32, decode="device"))
+    cpu = torch.device("cpu")
+    x_ref, y_ref = next(iter(make_loader(on_cpu.test, 12, shuffle=False, workers=0)))
+    x, y = next(iter(make_loader(on_device.test, 12, shuffle=False, workers=2, device=cpu)))
+    assert x.shape == x_ref.shape == (12, 3, 32, 32) and x.dtype == torch.float32 and torch.equal(y, y_ref)
+    assert (x - x_ref).abs().mean() < 0.02  # the same resize and centre crop (antialiased bilinear vs PIL)
+    train = make_loader(on_device.train, 6, shuffle=True, drop_last=True, seed=1, workers=0, device=cpu)
+    train.set_epoch(3)
+    first = list(train)
+    second = list(train)
+    assert all(b.shape == (6, 3, 32, 32) and 0 <= b.min() and b.max() <= 1 for b, _ in first)
+    assert all(torch.equal(a, b) and torch.equal(ya, yb) for (a, ya), (b, yb) in zip(first, second))  # reproducible
+    train.skip(1)
+    resumed = list(train)  # a resumed epoch: the same images and the same augmentation draws
+    assert len(resumed) == 2 and all(torch.equal(a, b) for (a, _), (b, _) in zip(resumed, first[1:]))
+    train.set_epoch(4)
+    assert not torch.equal(next(iter(train))[0], first[0][0])  # another epoch, other crops
+    with pytest.raises(UserError, match="unknown data.decode 'gpu'; choose one of: cpu, device"):
+        load_data(data_cfg("imagenet", root=str(tmp_path), size=32, decode="gpu"))

@@ -48,8 +48,10 @@ def _env() -> dict:
     return {**os.environ, "PYTHONUNBUFFERED": "1"}
 
 
-def test_run_trains_a_classifier_of_the_folders_classes(jpegs, tmp_path) -> None:
-    proc = subprocess.run(_command(jpegs, tmp_path / "run"), capture_output=True, text=True, timeout=600, env=_env())
+@pytest.mark.parametrize("decode", ["cpu", "device"])
+def test_run_trains_a_classifier_of_the_folders_classes(jpegs, tmp_path, decode: str) -> None:
+    command = _command(jpegs, tmp_path / "run", f"data.decode={decode}")
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600, env=_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["data"] == "imagenet" and summary["num_classes"] == 3
@@ -88,4 +90,3 @@ def test_sigterm_to_the_process_group_with_workers_stops_cleanly_and_resumes(jpe
     assert summary["status"] == "complete" and not (run_dir / "checkpoint.pt").exists()
     (search,) = [p for p in summary["phases"] if p["name"] == "search"]
     assert search["epochs"] == 3
-
