@@ -145,7 +145,7 @@ def loader_throughput(cfg: DictConfig, device: torch.device, batch: int) -> dict
 
 def bench(cfg: DictConfig) -> list[dict]:
     device = resolve_device(cfg.device)
-    precision = configure(device, cfg.precision)
+    precision = configure(device, cfg.precision, bool(cfg.compile))
     spec = input_spec(cfg.data)
     space = build_space(cfg, spec)
     arch = space.parse_arch(
@@ -186,6 +186,7 @@ def bench(cfg: DictConfig) -> list[dict]:
         "warmup": int(cfg.warmup),
         "seed": int(cfg.seed),
         "channels_last": bool(cfg.channels_last),
+        "compile": bool(cfg.compile),
     }
     try:
         for r in range(int(cfg.repeats)):
@@ -224,7 +225,8 @@ def report(cfg: DictConfig, space, arch, batch: int, device: torch.device, preci
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu"
     print(
         f"space={space.name} scale={cfg.scale.name} arch={space.encode(arch)} batch={batch} device={device}"
-        f" ({name}, {precision}, channels_last={bool(cfg.channels_last)}, torch {torch.__version__})"
+        f" ({name}, {precision}, channels_last={bool(cfg.channels_last)}, compile={bool(cfg.compile)},"
+        f" torch {torch.__version__})"
     )
     head = ("round", "method", "step_ms", "img/s", "peak_MiB", "time_ratio", "mem_ratio")
     print(" ".join(f"{h:>{w}}" for h, w in zip(head, (5, 10, 9, 9, 9, 10, 9))))

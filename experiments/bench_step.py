@@ -108,7 +108,7 @@ def measure(job: dict) -> dict:
     alternating step by step with the child of the same architecture built in the same process
     (``child_step_ms``): a slowdown of the machine hits both sides of the ratio alike."""
     device = torch.device(job["device"])
-    precision = configure(device, job.get("precision", "auto"))  # cudnn autotuning, bf16 autocast
+    precision = configure(device, job.get("precision", "auto"), job.get("compile", False))  # cudnn, bf16, compile
     spec = InputSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in job["spec"].items()})
     space = SPACES.get(job["space"])(job["preset"], spec)
     arch = tuple(job["arch"])

@@ -46,7 +46,7 @@ from nasbench.checkpoint import (
 )
 from nasbench.context import RunContext
 from nasbench.data import load_data
-from nasbench.device import configure, resolve_device
+from nasbench.device import compile_child, configure, resolve_device
 from nasbench.device import precision as device_precision
 from nasbench.errors import UserError
 from nasbench.finish import finish_run
@@ -104,7 +104,7 @@ def prepare(cfg: DictConfig, record: RunRecord) -> tuple[type[Method], RunContex
     dist_env, device = distributed.init(device)
     if dist_env.enabled and job_index() is not None:
         raise UserError(TORCHRUN_SWEEP)
-    configure(device, cfg.precision)
+    configure(device, cfg.precision, bool(cfg.compile))
     torch.manual_seed(int(cfg.seed))  # the same on every rank: the same initial network
     data = load_data(cfg.data)
     space = build_space(cfg, data.spec)
@@ -158,6 +158,7 @@ def run(cfg: DictConfig) -> dict:
         "one_stage": method_cls.one_stage,
         "budget": ctx.budget,
         "precision": device_precision(),
+        "compile": compile_child(),
         "world_size": distributed.current().world_size,
     }
     extra = {**result.extra, **({"distributed": ranks} if ranks else {})}

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
+from torch import Tensor, nn
 
 from nasbench.errors import UserError
 
@@ -30,14 +32,18 @@ def resolve_device(name: str, job: int | None = None) -> torch.device:
 
 PRECISIONS = ("auto", "fp32", "bf16")
 _AUTOCAST_DTYPE: torch.dtype | None = None
+_COMPILE_CHILD = False
 
 
-def configure(device: torch.device, precision: str = "fp32") -> str:
+def configure(device: torch.device, precision: str = "fp32", compile_child: bool = False) -> str:
     """Speed settings: cudnn autotuning and TF32 matmuls on GPUs (results change by float
     rounding only), and the precision of training forwards. ``precision=auto``: bf16 autocast
     on a GPU that supports it (mixed precision: weights, optimizer state and the loss stay fp32),
-    fp32 on the CPU (CPU bf16 is slower than fp32 on most CPUs). Returns the precision used."""
-    global _AUTOCAST_DTYPE
+    fp32 on the CPU (CPU bf16 is slower than fp32 on most CPUs). ``compile_child``: the
+    stand-alone child's training forward goes through ``torch.compile`` (:func:`compiled`).
+    Returns the precision used."""
+    global _AUTOCAST_DTYPE, _COMPILE_CHILD
+    _COMPILE_CHILD = bool(compile_child)
     precision = str(precision).strip().lower()
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}; choose one of: {', '.join(PRECISIONS)}")
@@ -61,3 +67,16 @@ def autocast(device_type: str) -> AbstractContextManager:
 
 def precision() -> str:
     return "bf16" if _AUTOCAST_DTYPE is torch.bfloat16 else "fp32"
+
+
+def compiled(model: nn.Module) -> Callable[[Tensor], Tensor]:
+    """What the stand-alone child's training step calls: ``torch.compile(model)`` with
+    ``compile=true``, else ``model``. Only the child: a supernet changes its graph with every
+    sampled path. Every method's finetune or retrain child and the bench's child floor get the
+    same treatment, and summary.json records it (``compile``). Off by default: no GPU measurement
+    has shown it to help yet (docs/benchmarks.md), and it costs a compilation per run."""
+    return torch.compile(model) if _COMPILE_CHILD else model
+
+
+def compile_child() -> bool:
+    return _COMPILE_CHILD

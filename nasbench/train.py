@@ -25,7 +25,7 @@ from nasbench import distributed
 from nasbench.budget import BudgetMeter, PhaseRecord
 from nasbench.checkpoint import Checkpointer
 from nasbench.data import DataBundle, make_loader, on_device, split, subset
-from nasbench.device import autocast
+from nasbench.device import autocast, compiled
 from nasbench.errors import UserError
 
 
@@ -64,10 +64,12 @@ def train_batch(
 def plain_step(
     model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable[[Tensor, Tensor], Tensor]
 ) -> StepFn:
-    """One training step of a stand-alone network (finetune, retrain, the benchmark's floor)."""
+    """One training step of a stand-alone network (finetune, retrain, the benchmark's floor);
+    through ``torch.compile`` with ``compile=true`` (nasbench.device.compiled)."""
+    forward = compiled(model)
 
     def step(x: Tensor, y: Tensor) -> StepOutput:
-        return train_batch(model, x, y, loss_fn, optimizer)
+        return train_batch(forward, x, y, loss_fn, optimizer)
 
     return step
 

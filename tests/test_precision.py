@@ -11,10 +11,10 @@ import torch
 
 from conftest import tiny_space
 from methods.base import METHODS
-from nasbench.device import autocast, configure, precision
+from nasbench.device import autocast, compiled, configure, precision
 from nasbench.errors import UserError
 from nasbench.spaces import SPACES
-from nasbench.train import train_batch, weight_optimizer
+from nasbench.train import plain_step, train_batch, weight_optimizer
 from test_run_e2e import _tiny_run, check_summary
 
 CPU = torch.device("cpu")
@@ -68,3 +68,23 @@ def test_every_method_on_every_space_completes_under_bf16(method: str, space: st
     losses = [json.loads(line)["loss"] for line in (tmp_path / "bf16" / "metrics.jsonl").open()]
     assert losses and all(math.isfinite(v) for v in losses)
     assert all(p["images_per_s"] > 0 for p in summary["phases"] if p["name"] in ("search", "finetune", "retrain"))
+
+
+@pytest.mark.slow
+def test_compile_gives_the_eager_childs_training_steps(restore_precision) -> None:
+    """``compile=true``: the stand-alone child's step runs through torch.compile (inductor; about
+    50 s of compilation on 2 CPU cores) and trains as the eager step does."""
+    space = tiny_space("nb201")
+    x, y = torch.rand(16, 1, 28, 28), torch.randint(10, (16,))
+    losses, weights = {}, {}
+    for flag in (False, True):
+        configure(CPU, "fp32", compile_child=flag)
+        torch.manual_seed(0)
+        child = space.build_child(space.sample(torch.Generator().manual_seed(3)))
+        optimizer = weight_optimizer(child, {"lr": 0.1, "momentum": 0.9, "weight_decay": 0.0})
+        step = plain_step(child, optimizer, torch.nn.CrossEntropyLoss())
+        assert isinstance(compiled(child), torch._dynamo.eval_frame.OptimizedModule) == flag
+        losses[flag] = [float(step(x, y).loss) for _ in range(3)]
+        weights[flag] = torch.cat([p.detach().flatten() for p in child.parameters()])
+    assert losses[True] == pytest.approx(losses[False], rel=1e-4)
+    assert torch.allclose(weights[True], weights[False], atol=1e-5)

@@ -39,6 +39,7 @@ def check_summary(summary: dict, method: str, space: str, budget_overrides: tupl
     assert summary["status"] == "complete" and summary["method"] == method and summary["space"] == space
     assert 0.0 <= summary["search_acc"] <= 1.0 and 0.0 <= summary["final_acc"] <= 1.0
     assert summary["params"] > 0 and summary["flops"] > 0
+    assert summary["compile"] is False  # the default: the child's step is not compiled
     assert summary["precision"] in {"fp32", "bf16"} and summary["world_size"] == summary["num_devices"] >= 1
     counted = [p for p in summary["phases"] if p["counted"]]
     assert counted and all(p["wall_s"] > 0 and p["peak_mem_bytes"] > 0 for p in counted)
