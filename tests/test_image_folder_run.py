@@ -90,3 +90,17 @@ def test_sigterm_to_the_process_group_with_workers_stops_cleanly_and_resumes(jpe
     assert summary["status"] == "complete" and not (run_dir / "checkpoint.pt").exists()
     (search,) = [p for p in summary["phases"] if p["name"] == "search"]
     assert search["epochs"] == 3
+
+
+def test_the_consistency_experiment_reads_an_image_folder(jpegs, tmp_path) -> None:
+    out = tmp_path / "consistency"
+    command = [
+        sys.executable, str(ROOT / "experiments" / "consistency.py"), "method=spos", "space=nb201", "scale=tiny",
+        "device=cpu", "progress=false", "data=imagenet", f"data.root={jpegs}", "data.size=32", "data.decode=device",
+        "budget.workers=2", "budget.batch_size=16", "budget.retrain_epochs=1", "n_archs=3", f"hydra.run.dir={out}",
+    ]  # fmt: skip
+    proc = subprocess.run(command, capture_output=True, text=True, timeout=600, env=_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = (out / "consistency.csv").read_text().strip().splitlines()
+    assert len(rows) >= 1 + 3  # a header and the three sampled architectures (and the method's pick)
+    assert json.loads((out / "consistency.json").read_text())["data"] == "imagenet"
