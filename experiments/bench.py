@@ -39,9 +39,10 @@ from omegaconf import DictConfig, OmegaConf
 import cli
 from bench_jobs import JobFailed, oversubscription, run_job
 from methods.base import METHODS
-from nasbench.data import input_spec, load_data, make_loader, on_device
+from nasbench.data import input_spec, load_data, on_device
 from nasbench.device import configure, resolve_device
 from nasbench.errors import UserError, unknown_choice
+from nasbench.loaders import make_loader
 from run import build_space
 
 FIELDS = (

@@ -24,9 +24,10 @@ from tqdm.auto import tqdm
 from nasbench import distributed
 from nasbench.budget import BudgetMeter, PhaseRecord
 from nasbench.checkpoint import Checkpointer
-from nasbench.data import DataBundle, make_loader, on_device, split, subset
+from nasbench.data import DataBundle, on_device, split, subset
 from nasbench.device import autocast, compiled
 from nasbench.errors import UserError
+from nasbench.loaders import make_loader
 
 
 @dataclass

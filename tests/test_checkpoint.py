@@ -13,8 +13,9 @@ import torch
 from nasbench.arch_params import ArchParameters
 from nasbench.budget import BudgetMeter
 from nasbench.checkpoint import config_differences, load_checkpoint, rng_state, set_rng_state
-from nasbench.data import TensorImages, TensorLoader, make_loader
+from nasbench.data import TensorImages
 from nasbench.errors import UserError
+from nasbench.loaders import TensorLoader, make_loader
 from nasbench.records import atomic_write
 from nasbench.train import ValidStream, WarmupCosine
 

@@ -9,8 +9,9 @@ import torch
 from omegaconf import OmegaConf
 
 from conftest import ROOT, write_cifar10, write_image_folder
-from nasbench.data import DEBIAN_FASHION_MNIST, TensorImages, TensorLoader, load_data, make_loader
+from nasbench.data import DEBIAN_FASHION_MNIST, TensorImages, load_data
 from nasbench.errors import UserError
+from nasbench.loaders import TensorLoader, make_loader
 
 CONF = ROOT / "experiments" / "conf" / "data"
 
