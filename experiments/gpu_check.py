@@ -1,13 +1,15 @@
 """The GPU check: run this first on a GPU host (README, "On a GPU").
 
-    python experiments/gpu_check.py                       # everything, on cuda, about 8 minutes on one GPU
+    python experiments/gpu_check.py                       # everything, on cuda (sized for 8 minutes on one GPU)
     python experiments/gpu_check.py --only tiny,main      # some groups
     python experiments/gpu_check.py --data-root DIR       # Fashion-MNIST IDX files, where Debian's package is absent
 
 It runs, each as a user would run it and in its own process:
 - ``tiny``: every registered method x space at tiny scale, in fp32 and in bf16;
-- ``main``: the README's main command (``method=dsnas space=shufflenet``, cpu scale);
-- ``bench``: the step benchmark at paper scale for both spaces (batch ``--bench-batch``);
+- ``main``: the README's main command (``method=dsnas space=shufflenet``, cpu scale), with cudnn
+  autotuning (the default) and without (``cudnn_benchmark=false``), to measure what it costs;
+- ``bench``: the step benchmark at paper scale for both spaces (batch ``--bench-batch``): the child,
+  DSNAS, SPOS, ProxylessNAS and SNAS;
 - ``imagefolder``: a paper-scale DSNAS run end to end on a small synthetic ImageFolder of JPEGs
   that it writes itself (ImageNet's layout; one short epoch per phase), with loader workers;
 - ``torchrun``: the tiny DSNAS run on every GPU of the host with torchrun (two or more GPUs).
@@ -71,14 +73,16 @@ def plan(opts: argparse.Namespace, out: Path) -> list[Check]:
         folder = out / "runs" / "main"
         command = run_command("run.py", "method=dsnas", "space=shufflenet", *common, *data)
         checks.append(Check("main", [*command, f"hydra.run.dir={folder}"], 600, summary=folder / "summary.json"))
+        folder = out / "runs" / "main_untuned"  # what cudnn autotuning costs and gives over a whole run
+        command = [*command, "cudnn_benchmark=false", f"hydra.run.dir={folder}"]
+        checks.append(Check("main/cudnn_benchmark=false", command, 600, summary=folder / "summary.json"))
     if "bench" in groups:
         for space, paper_data in (("shufflenet", "imagenet"), ("nb201", "cifar10")):  # the published inputs
             path = out / f"bench_{space}_paper.csv"
             args = [f"space={space}", "scale=paper", f"data={paper_data}", dev, f"batch_size={opts.bench_batch}"]
-            command = run_command(
-                "bench.py", *args, "steps=10", "warmup=3", "loader=false", "max_minutes=3", f"out={path}"
-            )
-            checks.append(Check(f"bench/{space}/paper", command, 240, csv=path))
+            args += ["configs=[dsnas,spos,proxyless,snas]", "steps=10", "warmup=3", "loader=false", "max_minutes=2"]
+            command = run_command("bench.py", *args, f"out={path}")
+            checks.append(Check(f"bench/{space}/paper", command, 150, csv=path))
     if "imagefolder" in groups:
         root = write_jpeg_folder(out / "imagefolder_data")
         folder = out / "runs" / "imagefolder"
@@ -172,7 +176,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--methods", default="", help="tiny group: methods (default: every registered one)")
     parser.add_argument("--spaces", default="", help="tiny group: spaces (default: every registered one)")
     parser.add_argument("--precisions", default="fp32,bf16", help="tiny group: precisions")
-    parser.add_argument("--jobs", type=int, default=4, help="tiny runs at once (they share the GPU)")
+    parser.add_argument("--jobs", type=int, default=6, help="tiny runs at once (they share the GPU)")
     parser.add_argument("--bench-batch", type=int, default=128)
     parser.add_argument("--image-batch", type=int, default=32)
     parser.add_argument("--data-root", default="", help="Fashion-MNIST folder (data.root) for the runs that read it")

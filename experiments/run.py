@@ -104,7 +104,7 @@ def prepare(cfg: DictConfig, record: RunRecord) -> tuple[type[Method], RunContex
     dist_env, device = distributed.init(device)
     if dist_env.enabled and job_index() is not None:
         raise UserError(TORCHRUN_SWEEP)
-    configure(device, cfg.precision, bool(cfg.compile))
+    configure(device, cfg.precision, bool(cfg.compile), bool(cfg.cudnn_benchmark))
     torch.manual_seed(int(cfg.seed))  # the same on every rank: the same initial network
     data = load_data(cfg.data)
     space = build_space(cfg, data.spec)

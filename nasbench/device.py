@@ -35,12 +35,16 @@ _AUTOCAST_DTYPE: torch.dtype | None = None
 _COMPILE_CHILD = False
 
 
-def configure(device: torch.device, precision: str = "fp32", compile_child: bool = False) -> str:
+def configure(
+    device: torch.device, precision: str = "fp32", compile_child: bool = False, cudnn_benchmark: bool = True
+) -> str:
     """Speed settings: cudnn autotuning and TF32 matmuls on GPUs (results change by float
     rounding only), and the precision of training forwards. ``precision=auto``: bf16 autocast
     on a GPU that supports it (mixed precision: weights, optimizer state and the loss stay fp32),
     fp32 on the CPU (CPU bf16 is slower than fp32 on most CPUs). ``compile_child``: the
     stand-alone child's training forward goes through ``torch.compile`` (:func:`compiled`).
+    ``cudnn_benchmark``: cudnn times its algorithms for every new convolution shape (fastest in a
+    long run of fixed shapes; a supernet meets many shapes in its first epoch, each timed once).
     Returns the precision used."""
     global _AUTOCAST_DTYPE, _COMPILE_CHILD
     _COMPILE_CHILD = bool(compile_child)
@@ -52,7 +56,7 @@ def configure(device: torch.device, precision: str = "fp32", compile_child: bool
         precision = "bf16" if gpu_bf16 else "fp32"
     _AUTOCAST_DTYPE = torch.bfloat16 if precision == "bf16" else None
     if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
+        torch.backends.cudnn.benchmark = bool(cudnn_benchmark)
         torch.backends.cuda.matmul.allow_tf32 = True
         torch.backends.cudnn.allow_tf32 = True
     return precision
