@@ -44,7 +44,7 @@ def run_job(job: dict, timeout: float | None) -> dict:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.communicate()
-        raise JobFailed(f"stopped after {timeout:.0f} s: the bench's time cap (max_minutes) ran out") from None
+        raise JobFailed("stopped while measuring: the bench's time cap (max_minutes) ran out") from None
     except BaseException:  # Ctrl-C, SIGTERM: the child goes with the bench
         proc.kill()
         proc.wait()

@@ -216,7 +216,7 @@ def test_the_bench_time_cap_turns_what_is_left_into_error_rows(tmp_path) -> None
     assert proc.returncode == 2
     rows = list(csv.DictReader(out.open()))
     assert [r["method"] for r in rows] == ["child", "spos"]
-    assert rows[0]["error"] == "stopped after 3 s: the bench's time cap (max_minutes) ran out"
+    assert rows[0]["error"] == "stopped while measuring: the bench's time cap (max_minutes) ran out"
     assert rows[1]["error"] == "not run: the bench's time cap (max_minutes=0.05) ran out"
 
 
