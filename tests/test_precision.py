@@ -65,7 +65,8 @@ def test_every_method_on_every_space_completes_under_bf16(method: str, space: st
     summary = _tiny_run(tmp_path / "bf16", f"method={method}", f"space={space}", "precision=bf16", "device=cpu", *SMALL)
     check_summary(summary, method, space, SMALL)
     assert summary["precision"] == "bf16"
-    losses = [json.loads(line)["loss"] for line in (tmp_path / "bf16" / "metrics.jsonl").open()]
+    records = [json.loads(line) for line in (tmp_path / "bf16" / "metrics.jsonl").open()]
+    losses = [r["loss"] for r in records if "loss" in r]  # training epochs (SPOS's select line has none)
     assert losses and all(math.isfinite(v) for v in losses)
     assert all(p["images_per_s"] > 0 for p in summary["phases"] if p["name"] in ("search", "finetune", "retrain"))
 
