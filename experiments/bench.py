@@ -27,7 +27,6 @@ oversubscribed.
 from __future__ import annotations
 
 import csv
-import os
 import statistics
 import sys
 import time
@@ -37,7 +36,7 @@ import torch
 from omegaconf import DictConfig, OmegaConf
 
 import cli
-from bench_jobs import JobFailed, oversubscription, run_job
+from bench_jobs import JobFailed, load_average, oversubscription, run_job
 from methods.base import METHODS
 from nasbench.data import input_spec, load_data, on_device
 from nasbench.device import configure, resolve_device
@@ -107,13 +106,6 @@ def measured_row(r: int, config: str, res: dict, floor: dict | None, batch: int)
 
 def failed_row(r: int, config: str, error: str) -> dict:
     return {**dict.fromkeys(FIELDS), "round": r, "method": config, "load_avg": load_average(), "error": error}
-
-
-def load_average() -> float | None:
-    try:
-        return round(os.getloadavg()[0], 2)
-    except OSError:
-        return None
 
 
 def loader_throughput(cfg: DictConfig, device: torch.device, batch: int) -> dict:

@@ -67,9 +67,8 @@ def oversubscription(threads: int) -> str | None:
     """A warning when other work competes for the cores (the 1-minute load average, which counts
     the bench's own measuring process too, above the cores), else None. Timings taken then are
     slower and noisier: paired ratios still hold best."""
-    try:
-        load = os.getloadavg()[0]
-    except OSError:
+    load = load_average()
+    if load is None:
         return None
     cores = cpu_cores()
     if load > cores + 0.5:
@@ -78,3 +77,11 @@ def oversubscription(threads: int) -> str | None:
             f" slow and noisy (each configuration runs {threads} torch threads); rerun on a quiet machine"
         )
     return None
+
+
+def load_average() -> float | None:
+    """The 1-minute load average (None where the system has none)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except OSError:
+        return None

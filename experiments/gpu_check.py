@@ -91,9 +91,9 @@ def plan(opts: argparse.Namespace, out: Path) -> list[Check]:
         args = ["method=dsnas", "space=shufflenet", "scale=paper", "data=imagenet", f"data.root={root}", *budget]
         command = run_command("run.py", *args, *common, f"hydra.run.dir={folder}")
         checks.append(Check("imagefolder/dsnas/paper", command, 420, summary=folder / "summary.json"))
-    if "torchrun" in groups and gpu_count(opts.device) >= 2:
+    n = gpu_count(opts.device) if "torchrun" in groups else 0
+    if n >= 2:
         folder = out / "runs" / "torchrun"
-        n = gpu_count(opts.device)
         launch = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}"]
         args = ["method=dsnas", "space=shufflenet", "scale=tiny", *common, *data, f"hydra.run.dir={folder}"]
         checks.append(
