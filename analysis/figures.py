@@ -22,10 +22,31 @@ sns.set_theme(style="whitegrid", context="paper")
 
 
 def _label(df: pd.DataFrame) -> pd.Series:
-    """ "method" alone where one space was run, else "method / space"."""
+    """ "method / estimator [variant]" per row (the tables' rows), with " @ space" where the
+    collection holds more than one space."""
+    label = df["method"].astype(str) + " / " + df["estimator"].astype(str)
+    if "variant" in df.columns:
+        variant = df["variant"].fillna("").astype(str)
+        label = label + variant.map(lambda v: f" [{v}]" if v else "")
     if df["space"].nunique() > 1:
-        return df["method"] + " / " + df["space"]
-    return df["method"]
+        label = label + " @ " + df["space"].astype(str)
+    return label
+
+
+def context(df: pd.DataFrame) -> str:
+    """What every figure's title says it shows: space, scale, budget, data set and seeds."""
+    parts = []
+    for column, name in (("space", "space"), ("scale", "scale"), ("budget_name", "budget"), ("data", "data")):
+        if column in df.columns:
+            parts.append(f"{name} {'/'.join(sorted(map(str, df[column].dropna().unique())))}")
+    if "seeds" in df.columns:
+        low, high = int(df["seeds"].min()), int(df["seeds"].max())
+        parts.append(f"seeds {low}" if low == high else f"seeds {low}-{high} per row")
+    elif "seed" in df.columns:
+        per_row = df.groupby(_label(df))["seed"].nunique()
+        low, high = int(per_row.min()), int(per_row.max())
+        parts.append(f"seeds {low}" if low == high else f"seeds {low}-{high} per row")
+    return ", ".join(parts)
 
 
 def per_epoch_figure(per_epoch: pd.DataFrame) -> plt.Figure:
@@ -37,7 +58,7 @@ def per_epoch_figure(per_epoch: pd.DataFrame) -> plt.Figure:
     axes[1].set(xlabel="peak memory of the search phase (MiB)", ylabel="")
     axes[1].set_yticklabels([])
     device = ", ".join(sorted(set(map(str, df["device"]))))
-    fig.suptitle(f"Search cost per epoch ({device})")
+    fig.suptitle(f"Search cost per epoch ({device})\n{context(per_epoch)}", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -56,7 +77,8 @@ def consistency_figure(consistency: pd.DataFrame, correlation: pd.DataFrame) -> 
             ax.scatter(picked["search_acc"], picked["retrain_acc"], marker="*", s=160, color="C3", label="picked")
             ax.legend(loc="lower right", fontsize=7)
         interval = f" [{g.kendall_tau_lo:.2f}, {g.kendall_tau_hi:.2f}]" if hasattr(g, "kendall_tau_lo") else ""
-        ax.set_title(f"{g.method} / {g.space}: tau = {g.kendall_tau:.2f}{interval}", fontsize=9)
+        name = f"{g.method} / {g.estimator} @ {g.space}, {g.data}, budget {g.budget_name}, seed {g.seed}"
+        ax.set_title(f"{name}\ntau = {g.kendall_tau:.2f}{interval}", fontsize=8)
         ax.set(xlabel="search-stage accuracy (inherited)", ylabel="retrain accuracy")
     for ax in list(axes.flat)[len(groups) :]:
         ax.axis("off")
@@ -69,6 +91,7 @@ def cost_figure(runs: pd.DataFrame) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(6, 4))
     sns.scatterplot(df, x="total_device_hours", y="final_acc", hue="label", style="stages", s=70, ax=ax)
     ax.set(xlabel="total device-hours (search + retrain)", ylabel="final accuracy (deployed model)")
+    ax.set_title(f"Final accuracy against cost\n{context(runs)}", fontsize=9)
     ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
     fig.tight_layout()
     return fig
@@ -82,6 +105,51 @@ def device_hours_figure(cost: pd.DataFrame) -> plt.Figure:
     ax.barh(df["label"], df["finetune_device_hours"], left=searching, color="C1", label="finetune (one-stage)")
     ax.barh(df["label"], df["retrain_device_hours"], left=df["search_device_hours"], color="C2", label="retrain")
     ax.set(xlabel="device-hours", ylabel="")
+    ax.set_title(f"Device-hours per phase (mean over seeds)\n{context(cost)}", fontsize=9)
     ax.legend(loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def alpha_figure(runs: pd.DataFrame, alpha: pd.DataFrame) -> plt.Figure:
+    """alpha over the search epochs, one panel per row of the run tables (its first seed): for
+    each decision, the probability of the op it ends on (the DSNAS paper's Figures 4 and 5 show
+    the same trajectories per layer). Near 1/K all epochs long: alpha did not learn."""
+    runs = runs[runs["path"].isin(set(alpha["path"]))].assign(label=lambda d: _label(d))
+    firsts = runs.sort_values("seed").groupby("label", sort=True).head(1)
+    cols = min(3, len(firsts))
+    rows = -(-len(firsts) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(3.6 * cols, 2.8 * rows + 0.6), squeeze=False)
+    for ax, run in zip(axes.flat, firsts.itertuples(), strict=False):
+        mine = alpha[alpha["path"] == run.path]
+        last = mine[mine["epoch"] == mine["epoch"].max()]
+        chosen = last.loc[last.groupby("decision")["prob"].idxmax(), ["decision", "candidate"]]
+        picked = mine.merge(chosen, on=["decision", "candidate"])
+        for decision, line in picked.groupby("decision"):
+            ax.plot(line["epoch"], line["prob"], marker="o", ms=3, lw=1, label=f"{decision}")
+        k = int(mine["candidate"].max()) + 1
+        ax.axhline(1.0 / k, color="grey", lw=0.8, ls="--")
+        ax.set_ylim(0, 1.02)
+        ax.set_title(f"{run.label} (seed {run.seed})", fontsize=8)
+        ax.set(xlabel="search epoch", ylabel="p of the final op")
+    for ax in list(axes.flat)[len(firsts) :]:
+        ax.axis("off")
+    fig.suptitle(f"alpha over the search, one line per decision (dashed: uniform)\n{context(runs)}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def step_cost_figure(step_cost: pd.DataFrame) -> plt.Figure:
+    """Each bench configuration's step time and peak memory as multiples of the child's."""
+    df = step_cost[step_cost["config"] != "loader"].dropna(subset=["time_ratio"])
+    fig, axes = plt.subplots(1, 2, figsize=(9, 0.35 * len(df) + 1.6))
+    sns.barplot(df, y="config", x="time_ratio", ax=axes[0], color="C0")
+    axes[0].set(xlabel="step time / child's step time", ylabel="")
+    if "mem_ratio" in df.columns:
+        sns.barplot(df.dropna(subset=["mem_ratio"]), y="config", x="mem_ratio", ax=axes[1], color="C1")
+    axes[1].set(xlabel="peak memory / child's", ylabel="")
+    for ax in axes:
+        ax.axvline(1.0, color="grey", lw=0.8, ls="--")
+    fig.suptitle("Per-step cost against the stand-alone child (experiments/bench.py, medians over rounds)", fontsize=9)
     fig.tight_layout()
     return fig

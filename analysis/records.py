@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.variants import assign_variants, run_signature
 from nasbench.contract import REQUIRED_SUMMARY_KEYS
 
 CONSISTENCY_COLUMNS = ("arch", "sampled", "picked", "search_acc", "retrain_acc")
@@ -34,6 +35,12 @@ class Collection:
     experiments: pd.DataFrame = field(default_factory=pd.DataFrame)
     consistency: pd.DataFrame = field(default_factory=pd.DataFrame)
     skipped: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=["path", "reason"]))
+    #: groups of runs split into several rows because their configurations differ (analysis/variants.py)
+    splits: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: alpha per search epoch, tidy: path, epoch, decision, candidate, prob (metrics.jsonl's alpha_probs)
+    alpha: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: every row of every bench.csv under the root (experiments/bench.py, experiments/compare.py)
+    bench: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 class Broken(Exception):
@@ -76,6 +83,30 @@ def identity(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
+def alpha_rows(folder: Path) -> list[dict[str, Any]]:
+    """alpha's probabilities at the end of each search epoch (metrics.jsonl), tidy."""
+    rows: list[dict[str, Any]] = []
+    try:
+        lines = (folder / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return rows
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        probs = entry.get("alpha_probs") if isinstance(entry, dict) and entry.get("phase") == "search" else None
+        if not isinstance(probs, list):
+            continue
+        for decision, row in enumerate(probs):
+            for candidate, prob in enumerate(row):
+                rows.append(
+                    {"path": str(folder), "epoch": entry.get("epoch"), "decision": decision, "candidate": candidate,
+                     "prob": float(prob)}
+                )
+    return rows
+
+
 def load_run(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """One row of ``runs`` and its rows of ``phases`` from summary.json."""
     summary = read_json(folder / "summary.json")
@@ -108,6 +139,9 @@ def load_run(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "search_peak_mem_bytes": int(search.get("peak_mem_bytes", 0)) if search else None,
         "device": summary.get("device"),
         "wall_s": summary.get("wall_s"),
+        "threads": (summary.get("provenance") or {}).get("threads"),
+        "git_commit": (summary.get("provenance") or {}).get("git_commit"),
+        "signature": run_signature(summary, folder),
     }
     phase_rows = [{**ident, "path": str(folder), **p} for p in phases]
     return row, phase_rows
@@ -153,7 +187,7 @@ def collect(root: Path | str) -> Collection:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder")
-    runs, phases, experiments, tables, skipped = [], [], [], [], []
+    runs, phases, experiments, tables, skipped, alphas = [], [], [], [], [], []
     for folder in record_folders(root):
         try:
             if (folder / "consistency.json").exists():
@@ -164,17 +198,36 @@ def collect(root: Path | str) -> Collection:
                 row, phase_rows = load_run(folder)
                 runs.append(row)
                 phases.extend(phase_rows)
+                alphas.extend(alpha_rows(folder))
             else:
                 raise Broken("no summary.json: the run did not finish (failed, killed or still running)")
         except Broken as why:
             skipped.append({"path": str(folder), "reason": str(why)})
         except (KeyError, TypeError, ValueError) as err:
             skipped.append({"path": str(folder), "reason": f"malformed record ({type(err).__name__}: {err})"})
+    signatures = [r.pop("signature") for r in runs]
+    run_table, splits = assign_variants(pd.DataFrame(runs), signatures)
     return Collection(
         root=root,
-        runs=pd.DataFrame(runs),
+        runs=run_table,
+        splits=splits,
+        alpha=pd.DataFrame(alphas),
+        bench=collect_bench(root),
         phases=pd.DataFrame(phases),
         experiments=pd.DataFrame(experiments),
         consistency=pd.concat(tables, ignore_index=True) if tables else pd.DataFrame(),
         skipped=pd.DataFrame(skipped, columns=["path", "reason"]),
     )
+
+
+def collect_bench(root: Path) -> pd.DataFrame:
+    """Every ``bench.csv`` under ``root`` (one per bench run; ``source`` is its folder)."""
+    frames = []
+    for path in sorted(root.rglob("bench.csv")):
+        try:
+            frame = pd.read_csv(path)
+        except (OSError, ValueError):
+            continue
+        if {"method", "step_ms", "time_ratio"} <= set(frame.columns):
+            frames.append(frame.assign(source=str(path.parent)))
+    return pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()

@@ -29,12 +29,25 @@ from analysis import figures, tables  # noqa: E402
 from analysis.records import Collection, collect  # noqa: E402
 
 TITLES = {
+    "splits": "Rows split because their configurations differ",
     "cost": "Cost and accuracy (the shape of the DSNAS paper's Table 3)",
     "savings": "Total device-hours saved by each one-stage method against each two-stage one",
     "per_epoch": "Search cost per epoch",
     "correlation": "Search-stage vs retrain accuracy: rank correlation (95% bootstrap intervals)",
     "picked": "Where each method's pick ranks after retraining",
+    "step_cost": "Per-step cost against the stand-alone child (experiments/bench.py)",
     "skipped": "Skipped records",
+}
+NOTES = {
+    "splits": (
+        "Runs of one method and estimator on one space, data set, scale and budget are averaged only when every"
+        " other configuration key agrees (the seed and bookkeeping keys aside). These groups had runs that differ"
+        " in the keys listed, so each distinct value is a row of its own (column `variant`)."
+    ),
+    "cost": (
+        "One row per (space, data, scale, budget, method, estimator, variant): mean ± std over its runs; `seeds`"
+        " counts distinct seeds, `runs` the records. `mmacs`: millions of multiply-accumulates per image."
+    ),
 }
 
 
@@ -79,14 +92,24 @@ def save_figure(fig: plt.Figure, folder: Path, name: str) -> str:
     return f"figures/{name}.png"
 
 
+def caption(name: str, df: pd.DataFrame) -> str:
+    """The line under a table's title: what it groups, and its space, scale, budget, data and seeds."""
+    lines = [NOTES[name]] if name in NOTES else []
+    if not df.empty and {"space", "data"} <= set(df.columns):
+        lines.append(f"Showing {figures.context(df)}.")
+    return "".join(f"{line}\n\n" for line in lines)
+
+
 def build_tables(c: Collection, args: argparse.Namespace) -> dict[str, pd.DataFrame]:
     cost = tables.cost_table(c)
     return {
+        "splits": c.splits,
         "cost": cost,
         "savings": tables.savings_table(cost),
         "per_epoch": tables.per_epoch_table(c),
         "correlation": tables.correlation_table(c, args.bootstrap, args.seed, args.top_fraction, args.k),
         "picked": tables.picked_table(c),
+        "step_cost": tables.step_cost_table(c),
         "skipped": c.skipped,
     }
 
@@ -94,12 +117,13 @@ def build_tables(c: Collection, args: argparse.Namespace) -> dict[str, pd.DataFr
 def write_report(c: Collection, out: Path, args: argparse.Namespace) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     made = build_tables(c, args)
-    for name, df in {**made, "runs": c.runs, "phases": c.phases, "consistency": c.consistency}.items():
+    tidy = {"runs": c.runs, "phases": c.phases, "consistency": c.consistency, "alpha": c.alpha}
+    for name, df in {**made, **tidy}.items():
         df.to_csv(out / f"{name}.csv", index=False)
     shown = {k: v.drop(columns=["path"], errors="ignore") for k, v in made.items()}
     shown["skipped"] = made["skipped"].assign(path=[os.path.relpath(p, c.root) for p in made["skipped"]["path"]])
     for name, df in shown.items():
-        (out / f"{name}.md").write_text(f"## {TITLES[name]}\n\n{markdown(df)}")
+        (out / f"{name}.md").write_text(f"## {TITLES[name]}\n\n{caption(name, df)}{markdown(df)}")
     figs = {}
     if not made["per_epoch"].empty:
         figs["per_epoch"] = save_figure(figures.per_epoch_figure(made["per_epoch"]), out / "figures", "per_epoch")
@@ -109,15 +133,23 @@ def write_report(c: Collection, out: Path, args: argparse.Namespace) -> Path:
     if not c.runs.empty:
         figs["cost"] = save_figure(figures.cost_figure(c.runs), out / "figures", "cost")
         figs["savings"] = save_figure(figures.device_hours_figure(made["cost"]), out / "figures", "device_hours")
+    if not c.alpha.empty and not c.runs.empty:
+        figs["alpha"] = save_figure(figures.alpha_figure(c.runs, c.alpha), out / "figures", "alpha")
+    if not made["step_cost"].empty and made["step_cost"]["time_ratio"].notna().any():
+        figs["step_cost"] = save_figure(figures.step_cost_figure(made["step_cost"]), out / "figures", "step_cost")
     parts = [
         f"# Report: {c.root}\n",
         f"{len(c.runs)} complete runs, {len(c.experiments)} consistency experiments, {len(c.skipped)} skipped."
         " Accuracies are fractions; device-hours are wall hours x devices of the counted phases.\n",
     ]
     for name, df in shown.items():
-        parts.append(f"## {TITLES[name]}\n\n{markdown(df)}")
+        if name == "splits" and df.empty:
+            continue
+        parts.append(f"## {TITLES[name]}\n\n{caption(name, df)}{markdown(df)}")
         if name in figs:
             parts.append(f"![{name}]({figs[name]})\n")
+        if name == "cost" and "alpha" in figs:
+            parts.append(f"### alpha over the search\n\n![alpha]({figs['alpha']})\n")
     path = out / "report.md"
     path.write_text("\n".join(parts))
     return path
@@ -151,6 +183,12 @@ def main(argv: list[str] | None = None) -> int:
     path = write_report(c, args.out or args.folder / "report", args)
     for row in c.skipped.itertuples():
         print(f"skipped {row.path}: {row.reason}", file=sys.stderr)
+    for row in c.splits.itertuples():
+        print(
+            f"note: {row.method} / {row.estimator} on {row.space} ({row.data}, budget {row.budget_name}) has runs that"
+            f" differ in {row.differing_keys}: shown as {row.rows} rows, not averaged",
+            file=sys.stderr,
+        )
     print(f"{len(c.runs)} runs, {len(c.experiments)} consistency experiments, {len(c.skipped)} skipped -> {path}")
     return 0
 

@@ -20,13 +20,19 @@ import pandas as pd
 from analysis.correlation import STATISTICS, rank_correlations
 from analysis.records import Collection
 
-GROUP = ["space", "data", "budget_name", "method"]
+#: a row of the run tables: runs agree on all of these, and on every other configuration key
+#: (``variant`` names the keys where runs of one method and estimator differ: analysis/variants.py)
+GROUP = ["space", "data", "scale", "budget_name", "method", "estimator", "variant"]
+#: a consistency experiment's identity
+EXPERIMENT = ["space", "data", "budget_name", "method", "estimator"]
 
 
 def _grouped(df: pd.DataFrame, columns: dict[str, str]) -> pd.DataFrame:
+    """Mean and standard deviation per row of :data:`GROUP`; ``seeds`` counts distinct seeds and
+    ``runs`` the records (more runs than seeds: the same seed run twice)."""
     agg = {name: (col, "mean") for name, col in columns.items()}
     agg.update({f"{name}_std": (col, "std") for name, col in columns.items()})
-    out = df.groupby(GROUP, dropna=False).agg(seeds=("seed", "nunique"), **agg).reset_index()
+    out = df.groupby(GROUP, dropna=False).agg(seeds=("seed", "nunique"), runs=("seed", "size"), **agg).reset_index()
     return out
 
 
@@ -41,9 +47,10 @@ def cost_table(c: Collection) -> pd.DataFrame:
         "search_acc": "search_acc",
         "final_acc": "final_acc",
         "params_m": "params_m",
-        "mflops": "mflops",
+        "mmacs": "mmacs",
     }
-    runs = c.runs.assign(params_m=c.runs["params"] / 1e6, mflops=c.runs["flops"] / 1e6)
+    # summary.json's "flops" counts multiply-accumulates (its flops_unit): the column says MACs
+    runs = c.runs.assign(params_m=c.runs["params"] / 1e6, mmacs=c.runs["flops"] / 1e6)
     out = _grouped(runs, columns)
     stage = runs.groupby(GROUP, dropna=False)["one_stage"].first().reset_index()
     out = out.merge(stage, on=GROUP)
@@ -55,15 +62,16 @@ def savings_table(cost: pd.DataFrame) -> pd.DataFrame:
     rows = []
     if cost.empty:
         return pd.DataFrame()
-    for key, group in cost.groupby(["space", "data", "budget_name"], dropna=False):
+    same = ["space", "data", "scale", "budget_name"]
+    for key, group in cost.groupby(same, dropna=False):
         one, two = group[group["stages"] == "one"], group[group["stages"] == "two"]
         for _, o in one.iterrows():
             for _, t in two.iterrows():
                 rows.append(
                     {
-                        **dict(zip(["space", "data", "budget_name"], key, strict=True)),
-                        "one_stage": o["method"],
-                        "two_stage": t["method"],
+                        **dict(zip(same, key, strict=True)),
+                        "one_stage": row_label(o),
+                        "two_stage": row_label(t),
                         "one_stage_device_hours": o["total_device_hours"],
                         "two_stage_device_hours": t["total_device_hours"],
                         "saving": 1.0 - o["total_device_hours"] / t["total_device_hours"],
@@ -71,6 +79,26 @@ def savings_table(cost: pd.DataFrame) -> pd.DataFrame:
                     }
                 )
     return pd.DataFrame(rows)
+
+
+def row_label(row: pd.Series) -> str:
+    """"method / estimator [variant]": what a row of the run tables is, in one string."""
+    label = f"{row['method']} / {row['estimator']}"
+    return f"{label} [{row['variant']}]" if isinstance(row.get("variant"), str) and row["variant"] else label
+
+
+def step_cost_table(c: Collection) -> pd.DataFrame:
+    """Medians over rounds of each bench.csv's configurations (experiments/bench.py): step time,
+    images per second, and the time and memory ratios against the stand-alone child."""
+    if c.bench.empty:
+        return pd.DataFrame()
+    ok = c.bench[c.bench["error"].isna()] if "error" in c.bench.columns else c.bench
+    cols = [k for k in ("step_ms", "img_per_s", "peak_mem_bytes", "time_ratio", "mem_ratio") if k in ok.columns]
+    out = ok.groupby(["source", "method"], sort=False)[cols].median().reset_index()
+    out["rounds"] = ok.groupby(["source", "method"], sort=False).size().values
+    if "peak_mem_bytes" in out.columns:
+        out["peak_mem_mib"] = out.pop("peak_mem_bytes") / 2**20
+    return out.rename(columns={"method": "config"})
 
 
 def per_epoch_table(c: Collection) -> pd.DataFrame:
@@ -91,9 +119,9 @@ def correlation_table(c: Collection, bootstrap: int, seed: int, top_fraction: fl
         sampled = table[table["sampled"].astype(bool)]
         first = table.iloc[0]
         stats = rank_correlations(sampled["search_acc"], sampled["retrain_acc"], bootstrap, seed, top_fraction, k)
-        rows.append({**{g: first[g] for g in GROUP}, "seed": first["seed"], **stats, "path": path})
+        rows.append({**{g: first[g] for g in EXPERIMENT}, "seed": first["seed"], **stats, "path": path})
     out = pd.DataFrame(rows)
-    order = ["space", "data", "budget_name", "method", "seed", "n", "k"]
+    order = [*EXPERIMENT, "seed", "n", "k"]
     stat_cols = [c for s in STATISTICS for c in (s, f"{s}_lo", f"{s}_hi") if c in out.columns]
     return out[order + stat_cols + ["path"]].sort_values(order).reset_index(drop=True)
 
@@ -112,7 +140,7 @@ def picked_table(c: Collection) -> pd.DataFrame:
         sampled = table[table["sampled"].astype(bool)]
         rows.append(
             {
-                **{g: p[g] for g in GROUP},
+                **{g: p[g] for g in EXPERIMENT},
                 "seed": p["seed"],
                 "picked_arch": p["arch"],
                 "search_acc": p["search_acc"],

@@ -50,8 +50,10 @@ from nasbench.device import compile_child, configure, resolve_device
 from nasbench.device import precision as device_precision
 from nasbench.errors import UserError
 from nasbench.finish import finish_run
+from nasbench.provenance import provenance, set_threads
 from nasbench.records import RunRecord
 from nasbench.spaces import SPACES
+from nasbench.tensorboard_log import TensorBoardSink
 from nasbench.spaces.base import InputSpec, SearchSpace
 from nasbench.train import Trainer
 
@@ -97,6 +99,7 @@ def check_budget(cfg: DictConfig) -> dict:
 def prepare(cfg: DictConfig, record: RunRecord) -> tuple[type[Method], RunContext]:
     """Everything a run needs before the method starts (shared with experiments/consistency.py):
     the method's class, with the estimator checked before any data loads, and the context."""
+    set_threads(cfg.get("threads"))
     method_cls = METHODS.get(cfg.method.name)
     estimator = build_estimator(cfg.estimator)
     method_cls.check_estimator(OmegaConf.to_container(cfg.method, resolve=True), estimator)  # before data loads
@@ -111,6 +114,8 @@ def prepare(cfg: DictConfig, record: RunRecord) -> tuple[type[Method], RunContex
     budget = check_budget(cfg)
     meter = BudgetMeter(device, dist_env.world_size)
     trainer = Trainer(budget, data, device, meter, record.metrics_path, seed=int(cfg.seed), progress=bool(cfg.progress))
+    if cfg.get("tensorboard") and dist_env.is_main:
+        trainer.sinks.append(TensorBoardSink(record.dir / "tensorboard"))
     ctx = RunContext(
         space=space,
         data=data,
@@ -127,8 +132,44 @@ def prepare(cfg: DictConfig, record: RunRecord) -> tuple[type[Method], RunContex
     return method_cls, ctx
 
 
+#: run folders that existed before this process started (an explicit hydra.run.dir, the jobs of an
+#: existing hydra.sweep.dir): a refused run never removes those, whatever they hold
+EXISTING_DIRS: set[Path] = set()
+
+
+def note_existing_dirs(argv: list[str]) -> None:
+    for arg in argv:
+        key, _, value = arg.partition("=")
+        path = Path(value.strip("'\""))
+        if key == "hydra.run.dir" and path.exists():
+            EXISTING_DIRS.add(path.resolve())
+        elif key == "hydra.sweep.dir" and path.is_dir():
+            EXISTING_DIRS.update(p.resolve() for p in path.iterdir() if p.is_dir())
+
+
+def check_inputs(cfg: DictConfig) -> None:
+    """Values Hydra accepts as any type but a run needs as numbers: one line, before any work."""
+    try:
+        if isinstance(cfg.seed, bool) or int(cfg.seed) != float(cfg.seed):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise UserError(f"seed={cfg.seed}: give a whole number (seed=0, or a sweep: seed=0,1,2)") from None
+
+
 def run(cfg: DictConfig) -> dict:
+    """One run; a refusal (:class:`UserError`) before the run wrote anything of its own removes the
+    folder Hydra made for it, so reports never list refused configurations as unfinished runs."""
     record = RunRecord(HydraConfig.get().runtime.output_dir)
+    try:
+        return run_in(cfg, record)
+    except UserError:
+        if distributed.launched_env().is_main and record.dir.resolve() not in EXISTING_DIRS:
+            record.discard_if_fresh()
+        raise
+
+
+def run_in(cfg: DictConfig, record: RunRecord) -> dict:
+    check_inputs(cfg)
     record.guard(bool(cfg.overwrite))
     config = run_config(OmegaConf.to_container(cfg, resolve=True))  # what a resumption must share
     saved = saved_checkpoint(cfg, config, record)  # checked before any data loads
@@ -160,6 +201,8 @@ def run(cfg: DictConfig) -> dict:
         "precision": device_precision(),
         "compile": compile_child(),
         "world_size": distributed.current().world_size,
+        "provenance": provenance(ctx.device),
+        "config": config,
     }
     extra = {**result.extra, **({"distributed": ranks} if ranks else {})}
     summary = finish_run(ctx, result.arch, result.search_acc, result.child, identity, extra, started)
@@ -308,6 +351,7 @@ def main(cfg: DictConfig) -> None:
 if __name__ == "__main__":
     with cli.user_errors():
         cli.check_group_choices(sys.argv[1:])  # before composing the configuration for resume=true
+        note_existing_dirs(sys.argv[1:])
         sys.argv[1:] = resume_argv(sys.argv[1:])
         refuse_complete_run_dir(sys.argv[1:])
         sys.argv[1:] = secondary_rank_argv(sys.argv[1:])

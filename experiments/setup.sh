@@ -21,4 +21,4 @@ if [ ! -x .venv/bin/python ]; then
     "$python" -m venv .venv
 fi
 # the tested versions exactly (pyproject.toml allows a range, for GPU users with other CUDA builds)
-.venv/bin/python -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1 -e '.[dev]'
+.venv/bin/python -m pip install -q --disable-pip-version-check torch==2.14.1 torchvision==0.29.1 -e '.[dev,tensorboard]'

@@ -54,11 +54,17 @@ class SupernetSearch:
         }
 
     def alpha_info(self) -> dict[str, Any]:
-        """Per-epoch metrics of the architecture distribution."""
+        """Per-epoch metrics of the architecture distribution, at the epoch's end: ``alpha_probs``
+        (p = softmax(alpha) per decision, masked candidates 0, 5 decimals) is what the report's
+        alpha-trajectory figure plots (the DSNAS paper's Figures 4-5); ``fixed`` lists the decisions
+        frozen at an op as [decision, op] (their p no longer changes)."""
+        probs = self.arch.probs().detach().float().cpu()
         return {
             "alpha_entropy": self.arch.entropy(),
             "fixed_layers": len(self.arch.fixed),
             "argmax": list(self.arch.derive()),
+            "alpha_probs": [[round(float(v), 5) for v in row] for row in probs],
+            "fixed": [[int(i), int(k)] for i, k in sorted(self.arch.fixed.items())],
         }
 
 

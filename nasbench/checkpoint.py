@@ -42,7 +42,7 @@ FORMAT = 1
 #: in a distributed run, the ranks agree on a stop or a save every this many steps
 DUE_EVERY = 10
 #: configuration keys that may differ between a run and its resumption
-VOLATILE_KEYS = ("resume", "overwrite", "progress", "checkpoint")
+VOLATILE_KEYS = ("resume", "overwrite", "progress", "checkpoint", "threads", "tensorboard")
 
 
 class Interrupted(Exception):

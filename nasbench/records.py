@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -88,6 +89,28 @@ class RunRecord:
             )
         if overwrite and self.metrics_path.exists():
             self.metrics_path.unlink()
+
+    #: what Hydra and the log put into a run folder before the run itself writes anything
+    STARTUP_FILES = frozenset({".hydra", "run.log"})
+
+    def discard_if_fresh(self) -> bool:
+        """Remove the folder of a run refused before it wrote anything of its own (only Hydra's
+        ``.hydra/`` and ``run.log`` in it), so that a refused configuration leaves no folder that
+        a report would list as an unfinished run. The caller makes sure the folder did not exist
+        before this process (it could hold a user's earlier files). Returns whether it removed it."""
+        try:
+            entries = {p.name for p in self.dir.iterdir()}
+        except OSError:
+            return False
+        if not entries <= self.STARTUP_FILES:
+            return False
+        shutil.rmtree(self.dir / ".hydra", ignore_errors=True)
+        (self.dir / "run.log").unlink(missing_ok=True)
+        try:
+            self.dir.rmdir()
+        except OSError:
+            return False
+        return True
 
     def write_summary(self, summary: Mapping[str, Any]) -> None:
         missing = [k for k in SUMMARY_KEYS if k not in summary]

@@ -190,6 +190,7 @@ class Trainer:
     ) -> None:
         self.cfg, self.data, self.device, self.meter = cfg, data, device, meter
         self.metrics_path, self.seed, self.progress = metrics_path, seed, progress
+        self.sinks: list[Any] = []  # more places each metrics line goes (nasbench.tensorboard_log)
         # in-memory sets move to the device once; every loader of the run shares them
         self.train_set = on_device(subset(data.train, cfg.get("train_subset")), device)
         self.test_set = on_device(subset(data.test, cfg.get("test_subset")), device)
@@ -259,10 +260,13 @@ class Trainer:
 
     # ----- the loop ------------------------------------------------------------------------
     def log(self, record: Mapping[str, Any]) -> None:
+        """Append one line to metrics.jsonl (rank 0), and hand it to every extra sink (TensorBoard)."""
         if self.metrics_path is not None and distributed.current().is_main:
             with open(self.metrics_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
                 f.flush()
+            for sink in self.sinks:
+                sink.add(record)
 
     def run_phase(
         self,

@@ -150,7 +150,7 @@ def test_cost_table_in_the_shape_of_table_3(made: Path) -> None:
     assert cost.loc["spos", "final_acc"] == pytest.approx(0.915)
     assert cost.loc["spos", "final_acc_std"] == pytest.approx(pd.Series([0.91, 0.92]).std())
     savings = pd.read_csv(made / "savings.csv").iloc[0]
-    assert (savings["one_stage"], savings["two_stage"]) == ("dsnas", "spos")
+    assert (savings["one_stage"], savings["two_stage"]) == ("dsnas / dsnas", "spos / spos")
     assert savings["saving"] == pytest.approx(0.5)
     assert savings["final_acc_difference"] == pytest.approx(0.9 - 0.915)
     assert "0.3 ± " not in (made / "cost.md").read_text()  # one seed: no spread shown

@@ -20,6 +20,7 @@ and gets zero alpha gradient).
 from __future__ import annotations
 
 import importlib
+import inspect
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -133,9 +134,40 @@ def build_estimator(cfg: Mapping[str, Any]) -> Estimator:
     """An estimator from its config: ``name`` picks the class, the other keys are hyperparameters.
 
     ``module: some.package.file`` imports a module first, so an estimator defined outside this
-    package registers itself before the lookup.
+    package registers itself before the lookup. A module that cannot be imported and a key the
+    class does not take are one-line errors (:class:`UserError`), not tracebacks.
     """
+    name = str(cfg["name"])
     params = {k: v for k, v in dict(cfg).items() if k not in ("name", "module")}
-    if cfg.get("module"):
-        importlib.import_module(str(cfg["module"]))
-    return ESTIMATORS.get(str(cfg["name"]))(**params)
+    module = cfg.get("module")
+    if module:
+        try:
+            importlib.import_module(str(module))
+        except ImportError as err:  # ModuleNotFoundError, or an import inside the module that fails
+            raise UserError(
+                f"estimator {name}: cannot import its module {module!r} ({err}); put the folder that holds it on"
+                " PYTHONPATH (PYTHONPATH=my_folder .venv/bin/python experiments/run.py ...)"
+            ) from None
+    cls = ESTIMATORS.get(name)
+    try:
+        if cls.__init__ is Estimator.__init__ and params:  # no parameters of its own: **hparams takes any key
+            raise TypeError
+        inspect.signature(cls).bind(**params)
+    except TypeError:
+        taken = [
+            p.name
+            for p in inspect.signature(cls).parameters.values()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and cls.__init__ is not Estimator.__init__
+        ]
+        unknown = sorted(set(params) - set(taken)) or sorted(params)
+        required = [
+            p.name
+            for p in inspect.signature(cls).parameters.values()
+            if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in params
+        ]
+        what = f"is missing {', '.join(required)}" if required else f"takes no {', '.join(unknown)}"
+        raise UserError(
+            f"estimator {name} {what}; its parameters are: {', '.join(taken) or 'none'}"
+            f" (set them as estimator.<key>=... or in its config)"
+        ) from None
+    return cls(**params)
