@@ -101,8 +101,13 @@ def alpha_rows(folder: Path) -> list[dict[str, Any]]:
         for decision, row in enumerate(probs):
             for candidate, prob in enumerate(row):
                 rows.append(
-                    {"path": str(folder), "epoch": entry.get("epoch"), "decision": decision, "candidate": candidate,
-                     "prob": float(prob)}
+                    {
+                        "path": str(folder),
+                        "epoch": entry.get("epoch"),
+                        "decision": decision,
+                        "candidate": candidate,
+                        "prob": float(prob),
+                    }
                 )
     return rows
 

@@ -82,7 +82,7 @@ def savings_table(cost: pd.DataFrame) -> pd.DataFrame:
 
 
 def row_label(row: pd.Series) -> str:
-    """"method / estimator [variant]": what a row of the run tables is, in one string."""
+    """ "method / estimator [variant]": what a row of the run tables is, in one string."""
     label = f"{row['method']} / {row['estimator']}"
     return f"{label} [{row['variant']}]" if isinstance(row.get("variant"), str) and row["variant"] else label
 

@@ -53,8 +53,8 @@ from nasbench.finish import finish_run
 from nasbench.provenance import provenance, set_threads
 from nasbench.records import RunRecord
 from nasbench.spaces import SPACES
-from nasbench.tensorboard_log import TensorBoardSink
 from nasbench.spaces.base import InputSpec, SearchSpace
+from nasbench.tensorboard_log import TensorBoardSink
 from nasbench.train import Trainer
 
 log = logging.getLogger("run")
