@@ -114,7 +114,9 @@ def device_hours_figure(cost: pd.DataFrame) -> plt.Figure:
 def alpha_figure(runs: pd.DataFrame, alpha: pd.DataFrame) -> plt.Figure:
     """alpha over the search epochs, one panel per row of the run tables (its first seed): for
     each decision, the probability of the op it ends on (the DSNAS paper's Figures 4 and 5 show
-    the same trajectories per layer). Near 1/K all epochs long: alpha did not learn."""
+    the same trajectories per layer). Each line starts at epoch 0 from 1/K (K: the decision's
+    candidates): every shipped method initialises alpha within 1% of uniform (methods' configs,
+    ``alpha_init``). Near 1/K all epochs long: alpha did not learn."""
     runs = runs[runs["path"].isin(set(alpha["path"]))].assign(label=lambda d: _label(d))
     firsts = runs.sort_values("seed").groupby("label", sort=True).head(1)
     cols = min(3, len(firsts))
@@ -125,10 +127,14 @@ def alpha_figure(runs: pd.DataFrame, alpha: pd.DataFrame) -> plt.Figure:
         last = mine[mine["epoch"] == mine["epoch"].max()]
         chosen = last.loc[last.groupby("decision")["prob"].idxmax(), ["decision", "candidate"]]
         picked = mine.merge(chosen, on=["decision", "candidate"])
+        first = mine[mine["epoch"] == mine["epoch"].min()]
         for decision, line in picked.groupby("decision"):
-            ax.plot(line["epoch"], line["prob"], marker="o", ms=3, lw=1, label=f"{decision}")
-        k = int(mine["candidate"].max()) + 1
-        ax.axhline(1.0 / k, color="grey", lw=0.8, ls="--")
+            k = int((first[first["decision"] == decision]["prob"] > 0).sum()) or 1
+            epochs, probs = [0, *line["epoch"]], [1.0 / k, *line["prob"]]
+            ax.plot(epochs, probs, marker="o", ms=3, lw=1, label=f"{decision}")
+        k = int((first.groupby("decision")["prob"].apply(lambda p: (p > 0).sum())).max())
+        ax.axhline(1.0 / max(k, 1), color="grey", lw=0.8, ls="--")
+        ax.xaxis.get_major_locator().set_params(integer=True)
         ax.set_ylim(0, 1.02)
         ax.set_title(f"{run.label} (seed {run.seed})", fontsize=8)
         ax.set(xlabel="search epoch", ylabel="p of the final op")
@@ -150,6 +156,12 @@ def step_cost_figure(step_cost: pd.DataFrame) -> plt.Figure:
     axes[1].set(xlabel="peak memory / child's", ylabel="")
     for ax in axes:
         ax.axvline(1.0, color="grey", lw=0.8, ls="--")
-    fig.suptitle("Per-step cost against the stand-alone child (experiments/bench.py, medians over rounds)", fontsize=9)
+    where = ", ".join(
+        f"{name} {'/'.join(sorted(map(str, df[col].dropna().unique())))}"
+        for col, name in (("space", "space"), ("scale", "scale"), ("batch_size", "batch"), ("device", "device"))
+        if col in df.columns
+    )
+    title = "Per-step cost against the stand-alone child (experiments/bench.py, medians over rounds)"
+    fig.suptitle(f"{title}\n{where}", fontsize=9)
     fig.tight_layout()
     return fig

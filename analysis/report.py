@@ -95,7 +95,7 @@ def save_figure(fig: plt.Figure, folder: Path, name: str) -> str:
 def caption(name: str, df: pd.DataFrame) -> str:
     """The line under a table's title: what it groups, and its space, scale, budget, data and seeds."""
     lines = [NOTES[name]] if name in NOTES else []
-    if not df.empty and {"space", "data"} <= set(df.columns):
+    if not df.empty and "space" in df.columns:
         lines.append(f"Showing {figures.context(df)}.")
     return "".join(f"{line}\n\n" for line in lines)
 
@@ -121,6 +121,10 @@ def write_report(c: Collection, out: Path, args: argparse.Namespace) -> Path:
     for name, df in {**made, **tidy}.items():
         df.to_csv(out / f"{name}.csv", index=False)
     shown = {k: v.drop(columns=["path"], errors="ignore") for k, v in made.items()}
+    if not made["step_cost"].empty:
+        shown["step_cost"] = made["step_cost"].assign(
+            source=[os.path.relpath(p, c.root) for p in made["step_cost"]["source"]]
+        )
     shown["skipped"] = made["skipped"].assign(path=[os.path.relpath(p, c.root) for p in made["skipped"]["path"]])
     for name, df in shown.items():
         (out / f"{name}.md").write_text(f"## {TITLES[name]}\n\n{caption(name, df)}{markdown(df)}")

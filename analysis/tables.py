@@ -94,8 +94,9 @@ def step_cost_table(c: Collection) -> pd.DataFrame:
         return pd.DataFrame()
     ok = c.bench[c.bench["error"].isna()] if "error" in c.bench.columns else c.bench
     cols = [k for k in ("step_ms", "img_per_s", "peak_mem_bytes", "time_ratio", "mem_ratio") if k in ok.columns]
-    out = ok.groupby(["source", "method"], sort=False)[cols].median().reset_index()
-    out["rounds"] = ok.groupby(["source", "method"], sort=False).size().values
+    keys = ["source", *[k for k in ("space", "scale", "batch_size", "device") if k in ok.columns], "method"]
+    out = ok.groupby(keys, sort=False, dropna=False)[cols].median().reset_index()
+    out["rounds"] = ok.groupby(keys, sort=False, dropna=False).size().values
     if "peak_mem_bytes" in out.columns:
         out["peak_mem_mib"] = out.pop("peak_mem_bytes") / 2**20
     return out.rename(columns={"method": "config"})

@@ -4,8 +4,9 @@
     python experiments/bench.py space=shufflenet scale=paper device=cuda batch_size=128
 
 For each configuration (``child``, the stand-alone network of one architecture, is the floor;
-the others are the search steps of every method, with its default estimator, forced onto that
-same architecture) it measures, in a fresh process, the median wall time of a training step
+the others are the search steps of every method, with its default estimator, or of
+``<method>/<estimator>`` with any estimator, a plug-in included, forced onto that same
+architecture) it measures, in a fresh process, the median wall time of a training step
 (bilevel methods' alpha steps amortised over ``alpha_every``; experiments/bench_step.py), images
 per second and the peak memory, on the same random batch. A search step's time ratio is taken
 against the child timed alternately with it in that process (``paired_child_ms``), so a machine
@@ -37,7 +38,9 @@ from omegaconf import DictConfig, OmegaConf
 
 import cli
 from bench_jobs import JobFailed, load_average, oversubscription, run_job
+from bench_step import method_config
 from methods.base import METHODS
+from methods.estimators.base import build_estimator
 from nasbench.data import input_spec, load_data, on_device
 from nasbench.device import configure, resolve_device
 from nasbench.errors import UserError, unknown_choice
@@ -57,6 +60,11 @@ FIELDS = (
     "threads",
     "load_avg",
     "error",
+    "space",
+    "scale",
+    "batch_size",
+    "device",
+    "precision",
 )
 
 
@@ -136,6 +144,32 @@ def loader_throughput(cfg: DictConfig, device: torch.device, batch: int) -> dict
     return {"step_ms": 1000 * statistics.median(times), "step_ms_mean": 1000 * statistics.mean(times)}
 
 
+def resolve_config(name: str, argv: list[str]) -> dict:
+    """A bench configuration: ``child``, ``<method>`` (its default estimator) or
+    ``<method>/<estimator>``, where the estimator may be a plug-in whose config lives in a
+    ``hydra.searchpath`` folder (docs/estimators.md). Returns the job fields; raises
+    :class:`JobFailed` with the one-line reason for an unknown name or a combination the method
+    refuses (checked here, before a process starts)."""
+    if name == "child":
+        return {}
+    method, _, estimator = name.partition("/")
+    if method not in METHODS:
+        raise JobFailed(str(unknown_choice("benchmark method", method, METHODS.names())))
+    if not estimator:
+        return {"method": method}
+    found = [d / "estimator" / f"{estimator}.yaml" for d in cli.search_dirs(argv)]
+    found = [p for p in found if p.is_file()]
+    if not found:
+        raise JobFailed(str(unknown_choice("estimator", estimator, cli.group_options("estimator", argv))))
+    estimator_cfg = OmegaConf.to_container(OmegaConf.load(found[0]), resolve=True)
+    try:
+        method_cfg, _ = method_config(method)
+        METHODS.get(method).check_estimator(method_cfg, build_estimator(estimator_cfg))
+    except UserError as err:
+        raise JobFailed(str(err)) from None
+    return {"method": method, "estimator": estimator_cfg}
+
+
 def bench(cfg: DictConfig) -> list[dict]:
     device = resolve_device(cfg.device)
     precision = configure(device, cfg.precision, bool(cfg.compile))
@@ -159,7 +193,10 @@ def bench(cfg: DictConfig) -> list[dict]:
     jobs = int(cfg.repeats) * (len(configs) + bool(cfg.loader))
     started = time.monotonic()
 
+    setting = {"space": space.name, "scale": cfg.scale.name, "batch_size": batch, "device": str(device)}
+
     def add(row: dict) -> None:
+        row.update(setting, precision=precision)
         rows.append(row)
         sink.add(row)
         done = f"{row['step_ms']:.2f} ms/step" if row["error"] is None else f"FAILED: {row['error']}"
@@ -186,12 +223,11 @@ def bench(cfg: DictConfig) -> list[dict]:
             floor = None
             for config in configs:
                 try:
-                    if config != "child" and config not in METHODS:
-                        raise JobFailed(str(unknown_choice("benchmark configuration", config, METHODS.names())))
+                    fields = resolve_config(config, sys.argv[1:])
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
                         raise JobFailed(f"not run: the bench's time cap (max_minutes={cfg.max_minutes}) ran out")
-                    res = run_job({**job, "config": config}, left)
+                    res = run_job({**job, "config": config, **fields}, left)
                 except JobFailed as err:
                     add(failed_row(r, config, str(err)))
                     continue

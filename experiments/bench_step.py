@@ -37,8 +37,17 @@ from nasbench.supernet import one_hot_rows
 from nasbench.train import plain_step, weight_optimizer
 
 
+def method_config(method: str) -> tuple[dict, dict]:
+    """The method's shipped config (without its defaults list) and its default estimator's config."""
+    cfg = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "method" / f"{method}.yaml"))
+    estimator_name = next(v for d in cfg.pop("defaults") for k, v in d.items() if "estimator" in k)
+    estimator = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "estimator" / f"{estimator_name}.yaml"))
+    return cfg, estimator
+
+
 def method_step(
     method: str,
+    estimator_cfg: dict | None,
     model: torch.nn.Module,
     space: object,
     arch: tuple[int, ...],
@@ -49,15 +58,12 @@ def method_step(
     train: dict,
     seed: int,
 ):
-    """The search step of ``method`` as its pipeline builds it (its default estimator; single
-    level, bilevel every ``alpha_every`` steps, or weights only), forced onto ``arch``: alpha is
-    peaked at it, so the estimator does all its work but samples the compared path. The held-out
-    batch of bilevel methods is the same batch."""
-    cfg = OmegaConf.to_container(OmegaConf.load(CONF_DIR / "method" / f"{method}.yaml"))
-    estimator_name = next(v for d in cfg.pop("defaults") for k, v in d.items() if "estimator" in k)
-    estimator = build_estimator(
-        OmegaConf.to_container(OmegaConf.load(CONF_DIR / "estimator" / f"{estimator_name}.yaml"))
-    )
+    """The search step of ``method`` as its pipeline builds it (``estimator_cfg``, or None for its
+    default estimator; single level, bilevel every ``alpha_every`` steps, or weights only), forced
+    onto ``arch``: alpha is peaked at it, so the estimator does all its work but samples the
+    compared path. The held-out batch of bilevel methods is the same batch. A plug-in estimator's
+    config names its ``module``, imported here (its folder on PYTHONPATH, as for run.py)."""
+    estimator = build_estimator(estimator_cfg or method_config(method)[1])
     method_cls = METHODS.get(method)
     params = ArchParameters(space.candidate_mask())
     with torch.no_grad():
@@ -133,8 +139,9 @@ def measure(job: dict) -> dict:
         step = child_step()
     else:
         model = space.build_supernet().to(device, memory_format=fmt)
-        step = method_step(job["config"], model, space, arch, x, y, device, loss_fn, train, job["seed"])
-    period = alpha_every(job["config"])
+        method = job.get("method", job["config"])
+        step = method_step(method, job.get("estimator"), model, space, arch, x, y, device, loss_fn, train, job["seed"])
+    period = alpha_every(job.get("method", job["config"]))
     steps = period * max(1, -(-job["steps"] // period))  # whole periods
     times = [timed(step, x, y, device) for _ in range(job["warmup"] + steps)][job["warmup"] :]
     if device.type == "cuda":

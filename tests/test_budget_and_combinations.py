@@ -99,7 +99,7 @@ def test_parallel_sweep_writes_separate_complete_records(tmp_path: Path) -> None
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     summaries = sorted(tmp_path.glob("*/summary.json"))
-    assert [p.parent.name for p in summaries] == ["0_dsnas_shufflenet_seed0", "1_spos_shufflenet_seed0"]
+    assert [p.parent.name for p in summaries] == ["0_dsnas_dsnas_shufflenet_seed0", "1_spos_uniform_shufflenet_seed0"]
     assert [json.loads(p.read_text())["method"] for p in summaries] == ["dsnas", "spos"]
     assert all(json.loads(p.read_text())["status"] == "complete" for p in summaries)
 

@@ -201,7 +201,7 @@ def test_a_bench_with_a_bad_entry_still_writes_the_other_rows(tmp_path) -> None:
     assert proc.stderr.strip().splitlines()[-1] == "error: 1 of 3 rows failed (nosuch); the table says why"
     rows = {r["method"]: r for r in csv.DictReader(out.open())}
     assert list(rows) == ["child", "dsnas", "nosuch"]
-    assert rows["nosuch"]["error"].startswith("unknown benchmark configuration 'nosuch'; choose one of: darts, dsnas")
+    assert rows["nosuch"]["error"].startswith("unknown benchmark method 'nosuch'; choose one of: darts, dsnas")
     assert rows["nosuch"]["step_ms"] == "" and float(rows["dsnas"]["step_ms"]) > 0 and rows["dsnas"]["error"] == ""
     assert all(int(r["threads"]) == torch.get_num_threads() for r in (rows["child"], rows["dsnas"]))
     assert "[2/3] round 0 dsnas:" in proc.stderr and "[3/3] round 0 nosuch: FAILED" in proc.stderr  # progress
