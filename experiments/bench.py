@@ -45,6 +45,7 @@ from nasbench.data import input_spec, load_data, on_device
 from nasbench.device import configure, resolve_device
 from nasbench.errors import UserError, unknown_choice
 from nasbench.loaders import make_loader
+from nasbench.provenance import set_threads
 from run import build_space
 
 FIELDS = (
@@ -171,6 +172,7 @@ def resolve_config(name: str, argv: list[str]) -> dict:
 
 
 def bench(cfg: DictConfig) -> list[dict]:
+    threads = set_threads(cfg.get("threads"))  # the measuring processes take the same count
     device = resolve_device(cfg.device)
     precision = configure(device, cfg.precision, bool(cfg.compile))
     spec = input_spec(cfg.data)
@@ -217,6 +219,7 @@ def bench(cfg: DictConfig) -> list[dict]:
         "seed": int(cfg.seed),
         "channels_last": bool(cfg.channels_last),
         "compile": bool(cfg.compile),
+        "threads": threads,
     }
     try:
         for r in range(int(cfg.repeats)):

@@ -31,6 +31,7 @@ from methods.steps import bilevel_step, estimator_step, held_out_alpha_step, wei
 from nasbench.arch_params import ArchParameters
 from nasbench.budget import current_rss_bytes, read_peak_rss, reset_peak_rss
 from nasbench.device import configure
+from nasbench.provenance import set_threads
 from nasbench.spaces import SPACES
 from nasbench.spaces.base import InputSpec
 from nasbench.supernet import one_hot_rows
@@ -113,6 +114,7 @@ def measure(job: dict) -> dict:
     """Peak memory and time of the configuration alone; then, for a search step, time again
     alternating step by step with the child of the same architecture built in the same process
     (``child_step_ms``): a slowdown of the machine hits both sides of the ratio alike."""
+    set_threads(job.get("threads"))
     device = torch.device(job["device"])
     precision = configure(device, job.get("precision", "auto"), job.get("compile", False))  # cudnn, bf16, compile
     spec = InputSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in job["spec"].items()})
