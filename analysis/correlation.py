@@ -1,6 +1,6 @@
 """Rank agreement between search-stage and retrain accuracy, with bootstrap intervals.
 
-The protocol of ../shared/docs/methods.md ("Correlation protocol"): Kendall tau-b and Spearman
+The protocol of the README ("Does search-stage accuracy predict retrain accuracy?"): Kendall tau-b and Spearman
 rho over the sampled architectures; tau on the top 20% (the architectures whose retrain accuracy
 is in the top 20%: does the supernet order the good ones, which is what a search needs?);
 precision@k (the share of the k best by search-stage accuracy that are among the k best after

@@ -1,4 +1,4 @@
-"""Collect run records (design.md, "The run record") from a folder tree into tidy tables.
+"""Collect run records (README, "The run record") from a folder tree into tidy tables.
 
 Works from the files alone (no torch; of the project only nasbench.contract, which imports
 nothing), so records made on another machine can be analysed anywhere. A folder is a record

@@ -4,7 +4,7 @@
     python experiments/consistency.py method=dsnas space=shufflenet n_archs=20 retrain_from=<spos folder>
     python experiments/consistency.py method=darts space=nb201 data=cifar10 ground_truth=<nb201 table or file>
 
-The protocol of ../shared/docs/methods.md ("Correlation protocol"), each choice recorded in
+The protocol of the README ("Does search-stage accuracy predict retrain accuracy?"), each choice recorded in
 ``consistency.json`` beside the per-architecture table ``consistency.csv``:
 
 1. The method's supernet: its search stage runs here (the same counted phases as in run.py), or

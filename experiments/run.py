@@ -5,7 +5,7 @@
     python experiments/run.py -m method=dsnas seed=0,1          # a sweep, one folder per job
 
 The run folder (Hydra's, ``hydra.run.dir=...`` to choose) receives the run record of
-design.md: .hydra/, metrics.jsonl, summary.json, child.pt2 and child_state.pt.
+the README ("The run record"): .hydra/, metrics.jsonl, summary.json, child.pt2 and child_state.pt.
 """
 
 from __future__ import annotations
@@ -283,7 +283,7 @@ def rank_agreement(ctx: RunContext, arch: Any, search_acc: float, extra: dict) -
 
 def job_index() -> int | None:
     """The job's number in a multirun sweep (None in a single run): parallel jobs on a host with
-    several GPUs take one each (design.md, "Where a user outgrows one machine")."""
+    several GPUs take one each (README, "Choosing what runs": device)."""
     hc = HydraConfig.get()
     return int(hc.job.num) if hc.mode == RunMode.MULTIRUN else None
 

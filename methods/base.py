@@ -1,4 +1,4 @@
-"""The method interface and registry (design.md, "Method").
+"""The method interface and registry.
 
 A method is a small pipeline of phases over the shared trainer. ``run`` returns the searched
 architecture, its search-stage accuracy and the deployable child; the entry point exports and

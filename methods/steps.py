@@ -1,4 +1,4 @@
-"""The supernet training steps every method is built from (methods.md, "The one idea").
+"""The supernet training steps every method is built from.
 
 A method differs from another only in its estimator and its pipeline, so the steps are shared:
 

@@ -1,4 +1,4 @@
-"""The budget meter: what every phase of a run cost (design.md, "Core abstractions").
+"""The budget meter: what every phase of a run cost (README, "The run record": phases).
 
 Per phase: wall seconds, device type and count, device-hours (wall x devices / 3600: a
 distributed run counts every rank's device), peak memory (the largest over the ranks), images,

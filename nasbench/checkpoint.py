@@ -1,4 +1,4 @@
-"""Checkpoints and resume: a run survives preemption (design.md, "The run record"; issue 6).
+"""Checkpoints and resume: a run survives preemption (README, "Interruptions and resume").
 
 A run is a fixed sequence of *units*: every epoch of every training phase, and the steps between
 phases whose results later steps read (the search-stage accuracy, the candidate selection, the

@@ -1,9 +1,9 @@
-"""The run record's contract (design.md, "The run record"): the keys every complete summary.json
+"""The run record's contract (README, "The run record"): the keys every complete summary.json
 holds. Torch-free on purpose: analysis/ checks records with it on machines without torch."""
 
 from __future__ import annotations
 
-#: design.md's minimum; readers (analysis/records.py) require these and nothing more
+#: the README's minimum; readers (analysis/records.py) require these and nothing more
 REQUIRED_SUMMARY_KEYS = (
     "method",
     "estimator",

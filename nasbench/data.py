@@ -3,8 +3,8 @@
 Small data sets live in memory as uint8 tensors; ImageFolder data stay on disk. The loaders
 that batch both are in :mod:`nasbench.loaders`.
 
-Fashion-MNIST is looked for in this order (design.md, "Data"): an explicit ``data.root``; the
-IDX files of Debian's ``dataset-fashion-mnist`` under /usr/share/datasets/fashion-mnist;
+Fashion-MNIST is looked for in this order (README, "Data is found as follows"): an explicit
+``data.root``; the IDX files of Debian's ``dataset-fashion-mnist`` under /usr/share/datasets/fashion-mnist;
 torchvision's download, where the machine has the internet.
 """
 

@@ -1,5 +1,5 @@
-"""Data-parallel runs over several processes (``torchrun``; design.md, "Where a user outgrows one
-machine").
+"""Data-parallel runs over several processes (``torchrun``; README, "One run on several devices:
+torchrun").
 
     torchrun --standalone --nproc_per_node=2 experiments/run.py method=dsnas space=shufflenet
 

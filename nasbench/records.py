@@ -1,4 +1,4 @@
-"""The run record (design.md, "The run record"): the folder a run writes, atomically.
+"""The run record (README, "The run record"): the folder a run writes, atomically.
 
 ``metrics.jsonl`` (one line per epoch and phase, appended as training goes), ``summary.json``
 (written once the run is complete), ``child.pt2`` (the deployable child, torch.export) and

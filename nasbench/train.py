@@ -1,4 +1,4 @@
-"""The one training loop every method uses (design.md, "Trainer").
+"""The one training loop every method uses.
 
 Every method gets the same weight optimizer (SGD with momentum, no weight decay on BatchNorm
 and bias parameters, as in the official DSNAS/SPOS code), the same schedule (linear warm-up,

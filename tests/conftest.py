@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import pickle
 import subprocess
@@ -14,6 +15,22 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--estimator-module",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import MODULE (an estimator defined outside the package, its folder on PYTHONPATH) before"
+        " collection, so the contract tests over every registered estimator cover it (docs/estimators.md)",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    for module in config.getoption("--estimator-module"):
+        importlib.import_module(module)
 
 
 def run_entry(

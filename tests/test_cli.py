@@ -194,17 +194,21 @@ def test_inspect_arch_gives_nas_bench_201_counts_for_cifar10(arch: str, params: 
 def test_a_bench_with_a_bad_entry_still_writes_the_other_rows(tmp_path) -> None:
     out = tmp_path / "bench.csv"
     proc = run_entry(
-        "bench.py", "space=nb201", "scale=tiny", "steps=2", "warmup=1", "configs=[dsnas,nosuch]", "loader=false",
-        f"out={out}", cwd=tmp_path,
+        "bench.py", "space=nb201", "scale=tiny", "steps=2", "warmup=1", "threads=1", "loader=false",
+        "configs=[dsnas,nosuch,dsnas/reinforce,darts/nosuch]", f"out={out}", cwd=tmp_path,
     )  # fmt: skip
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
-    assert proc.stderr.strip().splitlines()[-1] == "error: 1 of 3 rows failed (nosuch); the table says why"
+    failed = "nosuch, dsnas/reinforce, darts/nosuch"
+    assert proc.stderr.strip().splitlines()[-1] == f"error: 3 of 5 rows failed ({failed}); the table says why"
     rows = {r["method"]: r for r in csv.DictReader(out.open())}
-    assert list(rows) == ["child", "dsnas", "nosuch"]
+    assert list(rows) == ["child", "dsnas", "nosuch", "dsnas/reinforce", "darts/nosuch"]
+    assert "reinforce" in rows["dsnas/reinforce"]["error"] and rows["dsnas/reinforce"]["step_ms"] == ""
+    assert rows["darts/nosuch"]["error"].startswith("unknown estimator 'nosuch'; choose one of: binary_gate")
+    assert rows["dsnas"]["space"] == "nb201" and rows["dsnas"]["scale"] == "tiny" and rows["dsnas"]["batch_size"]
     assert rows["nosuch"]["error"].startswith("unknown benchmark method 'nosuch'; choose one of: darts, dsnas")
     assert rows["nosuch"]["step_ms"] == "" and float(rows["dsnas"]["step_ms"]) > 0 and rows["dsnas"]["error"] == ""
-    assert all(int(r["threads"]) == torch.get_num_threads() for r in (rows["child"], rows["dsnas"]))
-    assert "[2/3] round 0 dsnas:" in proc.stderr and "[3/3] round 0 nosuch: FAILED" in proc.stderr  # progress
+    assert all(int(r["threads"]) == 1 for r in (rows["child"], rows["dsnas"]))  # threads=1 reached the processes
+    assert "[2/5] round 0 dsnas:" in proc.stderr and "[3/5] round 0 nosuch: FAILED" in proc.stderr  # progress
 
 
 def test_the_bench_time_cap_turns_what_is_left_into_error_rows(tmp_path) -> None:

@@ -102,3 +102,44 @@ def test_compare_refuses_before_running(tmp_path: Path) -> None:
         assert proc.returncode == 2, proc.stderr
         assert proc.stderr.count("\n") == 1 and message in proc.stderr, proc.stderr
     assert not (tmp_path / "cmp").exists() and not (tmp_path / "outputs").exists()
+
+
+def contract_tests(plugin: Path, module: str) -> object:
+    """The documented command: the suite's estimator contract tests on an outside estimator."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-q",
+            "-p",
+            "no:cacheprovider",
+            "tests/test_estimators.py",
+            "--estimator-module",
+            module,
+            "-k",
+            "st_const",
+        ],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**__import__("os").environ, "PYTHONPATH": str(plugin)},
+    )
+
+
+def test_contract_tests_run_on_an_outside_estimator_and_catch_an_ignored_mask(tmp_path: Path) -> None:
+    good = contract_tests(write_plugin(tmp_path / "good"), "st_const")
+    assert good.returncode == 0 and " passed" in good.stdout and "2 passed" in good.stdout, good.stdout[-2000:]
+    bad = tmp_path / "bad"
+    write_plugin(bad)
+    source = (bad / "st_const.py").read_text()
+    (bad / "st_const.py").write_text(source.replace("logits = arch.logits()", "logits = arch.alpha"))
+    caught = contract_tests(bad, "st_const")
+    assert caught.returncode == 1, caught.stdout[-2000:]
+    assert "FAILED tests/test_estimators.py::test_masks_fixed_decisions_and_op_counts[st_const]" in caught.stdout

@@ -34,7 +34,7 @@ def tiny_run(tmp_path_factory) -> Path:
 
 
 def check_summary(summary: dict, method: str, space: str, budget_overrides: tuple[str, ...] = ()) -> None:
-    """The run-record contract of design.md (``budget_overrides``: the run's ``budget.k=v`` arguments)."""
+    """The run-record contract (README, "The run record") (``budget_overrides``: the run's ``budget.k=v`` arguments)."""
     assert set(SUMMARY_KEYS) <= set(summary)
     assert summary["status"] == "complete" and summary["method"] == method and summary["space"] == space
     assert 0.0 <= summary["search_acc"] <= 1.0 and 0.0 <= summary["final_acc"] <= 1.0

@@ -34,7 +34,7 @@ def test_dsnas_architecture_has_the_published_flops(paper_space) -> None:
     child = paper_space.build_child(DSNAS_ARCH)
     macs = count_macs(child, torch.zeros(1, 3, 224, 224))
     assert macs == pytest.approx(324e6, rel=0.02)
-    # the fixed parts (stem, last conv, classifier) are about 40 M (methods.md)
+    # the fixed parts (stem, last conv, classifier) are about 40 M (the official SPOS/DSNAS FLOPs table)
     blocks = float(sum(paper_space.candidate_macs()[i, k] for i, k in enumerate(DSNAS_ARCH)))
     assert macs - blocks == pytest.approx(40e6, rel=0.05)
     assert 3.0e6 < count_params(child) < 4.0e6

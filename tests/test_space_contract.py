@@ -1,4 +1,4 @@
-"""What every registered space promises (design.md, "SearchSpace"), checked for each one: a new
+"""What every registered space promises, checked for each one: a new
 space file is tested here without a line of test code."""
 
 from __future__ import annotations

@@ -1,1 +1,1 @@
-"""Gradient estimators: which ops run per step and how alpha gets its signal (methods.md)."""
+"""Gradient estimators: which ops run per step and how alpha gets its signal (docs/estimators.md)."""

@@ -1,4 +1,4 @@
-"""The estimator interface and registry (design.md, "Estimator").
+"""The estimator interface and registry (docs/estimators.md).
 
 Per training step an estimator
 1. ``sample``s a :class:`~nasbench.supernet.Selection`: which candidate ops run in every

@@ -1,4 +1,4 @@
-"""The DSNAS estimator (Hu et al., CVPR 2020, Sec. 3; methods.md "DSNAS in detail").
+"""The DSNAS estimator (Hu et al., CVPR 2020, Sec. 3; official code SNAS-Series/DSNAS).
 
 Each step samples one op per layer, s_i ~ Categorical(p_i), p_i = softmax(alpha_i), and runs
 only that op. The op's output is multiplied by the sampled one-hot Z_i, whose entry at s_i is

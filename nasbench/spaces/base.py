@@ -1,4 +1,4 @@
-"""The SearchSpace abstraction every method runs on (design.md, "Core abstractions").
+"""The SearchSpace abstraction every method runs on.
 
 A space is a list of decisions, each with named candidate ops. It encodes and decodes
 architectures (one candidate index per decision), samples and enumerates them, builds the
