@@ -10,13 +10,10 @@ the README ("The run record"): .hydra/, metrics.jsonl, summary.json, child.pt2 a
 
 from __future__ import annotations
 
-import atexit
 import hashlib
 import json
 import logging
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -38,9 +35,7 @@ from nasbench.checkpoint import (
     SIDECAR,
     Checkpointer,
     check_config,
-    config_differences,
     load_checkpoint,
-    read_sidecar,
     run_config,
     truncate_metrics,
 )
@@ -56,6 +51,7 @@ from nasbench.spaces import SPACES
 from nasbench.spaces.base import InputSpec, SearchSpace
 from nasbench.tensorboard_log import TensorBoardSink
 from nasbench.train import Trainer
+from run_argv import EXISTING_DIRS, TORCHRUN_SWEEP, prepare_argv
 
 log = logging.getLogger("run")
 
@@ -70,7 +66,6 @@ def build_space(cfg: DictConfig, spec: InputSpec) -> SearchSpace:
     return SPACES.get(cfg.space.name)(OmegaConf.to_container(presets[cfg.scale.name], resolve=True), spec)
 
 
-TORCHRUN_SWEEP = "a torchrun job runs one configuration: launch sweeps (-m) without torchrun"
 POSITIVE_BUDGET_KEYS = ("batch_size", "eval_batch_size", "bn_recal_batches")
 NON_NEGATIVE_BUDGET_KEYS = ("finetune_epochs", "retrain_epochs", "scored_archs", "warmup_epochs")
 
@@ -130,21 +125,6 @@ def prepare(cfg: DictConfig, record: RunRecord) -> tuple[type[Method], RunContex
         channels_last=bool(cfg.channels_last),
     )
     return method_cls, ctx
-
-
-#: run folders that existed before this process started (an explicit hydra.run.dir, the jobs of an
-#: existing hydra.sweep.dir): a refused run never removes those, whatever they hold
-EXISTING_DIRS: set[Path] = set()
-
-
-def note_existing_dirs(argv: list[str]) -> None:
-    for arg in argv:
-        key, _, value = arg.partition("=")
-        path = Path(value.strip("'\""))
-        if key == "hydra.run.dir" and path.exists():
-            EXISTING_DIRS.add(path.resolve())
-        elif key == "hydra.sweep.dir" and path.is_dir():
-            EXISTING_DIRS.update(p.resolve() for p in path.iterdir() if p.is_dir())
 
 
 def check_inputs(cfg: DictConfig) -> None:
@@ -288,60 +268,6 @@ def job_index() -> int | None:
     return int(hc.job.num) if hc.mode == RunMode.MULTIRUN else None
 
 
-def refuse_complete_run_dir(argv: list[str]) -> None:
-    """Check an explicit ``hydra.run.dir`` before Hydra writes its .hydra/ files into it."""
-    if "-m" in argv or "--multirun" in argv or "overwrite=true" in argv or not distributed.launched_env().is_main:
-        return
-    for arg in argv:
-        if arg.startswith("hydra.run.dir="):
-            RunRecord.peek(arg.split("=", 1)[1]).guard(overwrite=False)
-
-
-def secondary_rank_argv(argv: list[str]) -> list[str]:
-    """Under torchrun, ranks other than 0 keep their Hydra folder in a temporary directory,
-    removed at exit: rank 0 alone writes the run record."""
-    env = distributed.launched_env()
-    if env.enabled and ("-m" in argv or "--multirun" in argv):
-        raise UserError(TORCHRUN_SWEEP)
-    if env.is_main:
-        return argv
-    tmp = tempfile.mkdtemp(prefix=f"nasbench-rank{env.rank}-")
-    atexit.register(shutil.rmtree, tmp, True)
-    kept = [a for a in argv if not a.startswith(("hydra.run.dir=", "hydra.output_subdir=", "progress="))]
-    quiet = ["hydra/job_logging=disabled", "hydra/hydra_logging=disabled", "progress=false"]
-    return [*kept, f"hydra.run.dir={tmp}", "hydra.output_subdir=null", *quiet]
-
-
-def resume_argv(argv: list[str]) -> list[str]:
-    """``resume=true`` without ``hydra.run.dir``: the newest folder beside where this command
-    would write (``outputs/<method>_<space>_<data>/``) whose checkpoint has the same configuration."""
-    if "resume=true" not in argv or any(a.startswith("hydra.run.dir=") for a in argv):
-        return argv
-    if "-m" in argv or "--multirun" in argv:
-        raise UserError("resume=true in a sweep needs the sweep's folder: give hydra.sweep.dir=<the sweep to resume>")
-    if not distributed.launched_env().is_main:
-        return argv
-    from hydra import compose, initialize_config_dir
-    from omegaconf import open_dict
-
-    with initialize_config_dir(config_dir=str(cli.CONF_DIR), version_base=None):
-        cfg = compose("config", overrides=argv, return_hydra_config=True)
-    parent = Path(str(cfg.hydra.run.dir)).parent
-    with open_dict(cfg):
-        del cfg["hydra"]
-    wanted = run_config(OmegaConf.to_container(cfg, resolve=True))
-    folders = sorted(parent.glob(f"*/{SIDECAR}"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for sidecar in folders:
-        saved = read_sidecar(sidecar.parent)
-        if saved is not None and not config_differences(saved.get("config", {}), wanted):
-            print(f"resuming {sidecar.parent} ({saved.get('where')})", file=sys.stderr)
-            return [*argv, f"hydra.run.dir={sidecar.parent}"]
-    raise UserError(
-        f"resume=true: no interrupted run of this configuration under {parent}/; run without resume=true to"
-        " start one, or name its folder with hydra.run.dir=..."
-    )
-
-
 @hydra.main(version_base=None, config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     with cli.user_errors():
@@ -350,9 +276,5 @@ def main(cfg: DictConfig) -> None:
 
 if __name__ == "__main__":
     with cli.user_errors():
-        cli.check_group_choices(sys.argv[1:])  # before composing the configuration for resume=true
-        note_existing_dirs(sys.argv[1:])
-        sys.argv[1:] = resume_argv(sys.argv[1:])
-        refuse_complete_run_dir(sys.argv[1:])
-        sys.argv[1:] = secondary_rank_argv(sys.argv[1:])
+        sys.argv[1:] = prepare_argv(sys.argv[1:])
     cli.entry(main)
