@@ -158,12 +158,8 @@ def resolve_config(name: str, argv: list[str]) -> dict:
         raise JobFailed(str(unknown_choice("benchmark method", method, METHODS.names())))
     if not estimator:
         return {"method": method}
-    found = [d / "estimator" / f"{estimator}.yaml" for d in cli.search_dirs(argv)]
-    found = [p for p in found if p.is_file()]
-    if not found:
-        raise JobFailed(str(unknown_choice("estimator", estimator, cli.group_options("estimator", argv))))
-    estimator_cfg = OmegaConf.to_container(OmegaConf.load(found[0]), resolve=True)
     try:
+        estimator_cfg = cli.group_config("estimator", estimator, argv)
         method_cfg, _ = method_config(method)
         METHODS.get(method).check_estimator(method_cfg, build_estimator(estimator_cfg))
     except UserError as err:

@@ -42,6 +42,18 @@ def group_options(group: str, argv: Sequence[str] = ()) -> list[str]:
     return sorted({p.stem for d in search_dirs(argv) for p in (d / group).glob("*.yaml")})
 
 
+def group_config(group: str, name: str, argv: Sequence[str] = ()) -> dict:
+    """The resolved config file ``<group>/<name>.yaml`` from the first search folder that has it
+    (a plug-in's folder through ``hydra.searchpath``); an unknown name is a one-line error."""
+    from omegaconf import OmegaConf
+
+    for folder in search_dirs(argv):
+        path = folder / group / f"{name}.yaml"
+        if path.is_file():
+            return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
+    raise unknown_choice(GROUP_KINDS.get(group, group), name, group_options(group, argv))
+
+
 def _sweep_values(value: str) -> list[str]:
     """The plain values of an override ("a" or the multirun list "a,b"); others are left to Hydra."""
     if any(c in value for c in "()[]{}$*"):

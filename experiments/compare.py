@@ -60,16 +60,6 @@ def parse(argv: list[str]) -> tuple[dict[str, str], list[str]]:
     return own, rest
 
 
-def estimator_config(name: str, argv: list[str]) -> dict:
-    from omegaconf import OmegaConf
-
-    for folder in cli.search_dirs(argv):
-        path = folder / "estimator" / f"{name}.yaml"
-        if path.is_file():
-            return OmegaConf.to_container(OmegaConf.load(path), resolve=True)
-    raise unknown_choice("estimator", name, cli.group_options("estimator", argv))
-
-
 def check_combinations(method: str, estimators: list[str], argv: list[str]) -> None:
     """Refuse, before anything runs, estimators the method's pipeline cannot use."""
     from bench_step import method_config
@@ -80,7 +70,7 @@ def check_combinations(method: str, estimators: list[str], argv: list[str]) -> N
     refused = []
     for name in estimators:
         try:
-            METHODS.get(method).check_estimator(method_cfg, build_estimator(estimator_config(name, argv)))
+            METHODS.get(method).check_estimator(method_cfg, build_estimator(cli.group_config("estimator", name, argv)))
         except UserError as err:
             refused.append(f"{name} ({err})")
     if refused:

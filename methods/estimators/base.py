@@ -149,22 +149,17 @@ def build_estimator(cfg: Mapping[str, Any]) -> Estimator:
                 " PYTHONPATH (PYTHONPATH=my_folder .venv/bin/python experiments/run.py ...)"
             ) from None
     cls = ESTIMATORS.get(name)
+    own = cls.__init__ is not Estimator.__init__  # the base's **hparams would take any key
+    signature = inspect.signature(cls)
+    named = [p for p in signature.parameters.values() if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
     try:
-        if cls.__init__ is Estimator.__init__ and params:  # no parameters of its own: **hparams takes any key
+        if not own and params:
             raise TypeError
-        inspect.signature(cls).bind(**params)
+        signature.bind(**params)
     except TypeError:
-        taken = [
-            p.name
-            for p in inspect.signature(cls).parameters.values()
-            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and cls.__init__ is not Estimator.__init__
-        ]
+        taken = [p.name for p in named] if own else []
         unknown = sorted(set(params) - set(taken)) or sorted(params)
-        required = [
-            p.name
-            for p in inspect.signature(cls).parameters.values()
-            if p.default is p.empty and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY) and p.name not in params
-        ]
+        required = [p.name for p in named if own and p.default is p.empty and p.name not in params]
         what = f"is missing {', '.join(required)}" if required else f"takes no {', '.join(unknown)}"
         raise UserError(
             f"estimator {name} {what}; its parameters are: {', '.join(taken) or 'none'}"
