@@ -60,9 +60,10 @@ class AlphaSearch(Method):
         ctx = self.ctx
         rest = (ctx.estimator, s.arch, s.sampler, ctx.device, ctx.trainer.loss)
         if self.alpha_data == "train":
-            return estimator_step(s.trained, *rest, s.weight_opt, s.alpha_opt)
+            return estimator_step(s.trained, *rest, s.weight_opt, s.alpha_opt, options=s.options)
         alpha_step = held_out_alpha_step(s.supernet, *rest, s.alpha_opt)
-        return bilevel_step(s.trained, *rest, s.weight_opt, alpha_step, ctx.trainer.valid_stream(), self.alpha_every())
+        valid = ctx.trainer.valid_stream()
+        return bilevel_step(s.trained, *rest, s.weight_opt, alpha_step, valid, self.alpha_every(), s.options)
 
     def search_stage(self) -> SearchOutcome:
         ctx = self.ctx
@@ -73,7 +74,9 @@ class AlphaSearch(Method):
             ctx,
             "warmup",
             warmup,
-            weight_step(s.trained, ctx.estimator, s.arch, s.sampler, ctx.device, ctx.trainer.loss, s.weight_opt),
+            weight_step(
+                s.trained, ctx.estimator, s.arch, s.sampler, ctx.device, ctx.trainer.loss, s.weight_opt, s.options
+            ),
             s,
         )
         run_search_phase(

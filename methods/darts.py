@@ -97,4 +97,5 @@ class DARTS(AlphaSearch):
             alpha_step,
             ctx.trainer.valid_stream(),
             self.alpha_every(),
+            s.options,
         )

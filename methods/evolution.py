@@ -4,11 +4,14 @@ Scoring (SPOS Sec. 3.3-3.4): a path's BatchNorm statistics are re-estimated from
 batches of the search split, then its accuracy is measured on the held-out split (never on the
 test set). Scores are cached by architecture.
 
-Evolution (SPOS Sec. 3.4 and the official code): population 50, top-10 parents, each generation
-25 mutation children (each layer re-drawn with probability 0.1) and 25 crossover children
-(each layer taken from either of two parents), 20 generations, candidates above the FLOPs limit
-rejected. The total number of scored candidates is the budget's ``scored_archs`` (1000 =
-50 x 20 at paper scale), so random search and evolution score the same number.
+Evolution (SPOS Sec. 3.4 and the official src/Search/search.py): population 50, top-10 parents,
+each generation 25 mutation children (each layer re-drawn with probability 0.1) and 25
+crossover children (each layer taken from either of two parents), 20 generations. As in the
+official ``is_legal``, a candidate already scored, or above the FLOPs limit, is rejected and
+another is drawn; mutation and crossover give up after 10 draws per wanted child, and the
+generation is filled with new uniformly drawn architectures. So every slot scores a distinct
+architecture: the total is the budget's ``scored_archs`` (1000 = 50 x 20 at paper scale),
+exactly as many distinct ones as random search scores.
 """
 
 from __future__ import annotations
@@ -85,6 +88,44 @@ def sample_allowed(
     raise UserError("no architecture found under the FLOPs limit in 10,000 draws; raise method.flops_limit_mmacs")
 
 
+#: draws per wanted child before mutation or crossover gives up (official: max_iters = 10 * num)
+DRAWS_PER_CHILD = 10
+#: uniform draws beyond the wanted number after which the random fill gives up (the space is used up)
+FILL_DRAWS = 10_000
+
+
+class Visited:
+    """The official searcher's ``vis_dict``: a candidate is legal once, if under the FLOPs limit;
+    a legal candidate is scored at once. Counts what was rejected and why."""
+
+    def __init__(self, score: Callable[[Arch], float], limit: FlopsLimit) -> None:
+        self.score, self.limit = score, limit
+        self.seen: set[Arch] = set()
+        self.rejected = {"visited": 0, "flops": 0}
+
+    def admit(self, arch: Arch) -> bool:
+        if arch in self.seen:
+            self.rejected["visited"] += 1
+            return False
+        if not self.limit.allows(arch):
+            self.rejected["flops"] += 1
+            return False
+        self.seen.add(arch)
+        self.score(arch)
+        return True
+
+    def draw(self, make: Callable[[], Arch], wanted: int, max_draws: int) -> list[Arch]:
+        """Up to ``wanted`` new legal candidates from ``make``, in at most ``max_draws`` draws."""
+        found: list[Arch] = []
+        for _ in range(max_draws):
+            if len(found) == wanted:
+                break
+            arch = make()
+            if self.admit(arch):
+                found.append(arch)
+        return found
+
+
 def evolve(
     space: SearchSpace,
     score: Callable[[Arch], float],
@@ -93,14 +134,16 @@ def evolve(
     cfg: dict[str, Any],
     budget: int,
 ) -> tuple[Arch, dict[str, Any]]:
-    """SPOS's evolution with at most ``budget`` scored candidates; returns the best and a log."""
-    population = min(int(cfg["population"]), budget)
+    """SPOS's evolution with at most ``budget`` scored candidates, every one a distinct
+    architecture; returns the best and a log (``scored``: distinct architectures scored)."""
+    population = min(int(cfg["population"]), budget, space.size())
     ratio = population / int(cfg["population"])
     parents = max(1, round(int(cfg["parents"]) * ratio))
     mutations = max(1, round(int(cfg["mutations"]) * ratio))
     crossovers = max(0, population - mutations)
     generations = max(1, budget // population)
     prob = float(cfg["mutation_prob"])
+    visited = Visited(score, limit)
 
     def rand() -> float:
         return float(torch.rand((), generator=gen))
@@ -117,35 +160,45 @@ def evolve(
     def cross(a: Arch, b: Arch) -> Arch:
         return tuple(x if rand() < 0.5 else y for x, y in zip(a, b))
 
+    def fill(pop: list[Arch]) -> list[Arch]:
+        """The official ``get_random``: new uniform candidates until the population is full."""
+        more = visited.draw(lambda: space.sample(gen), population - len(pop), FILL_DRAWS + population)
+        return pop + more
+
+    filled = []  # uniform candidates per generation that mutation and crossover did not supply
+
     def next_generation(parents_now: list[Arch]) -> list[Arch]:
-        def mutant() -> Arch:
-            return mutate(pick(parents_now))
+        mutants = visited.draw(lambda: mutate(pick(parents_now)), mutations, DRAWS_PER_CHILD * mutations)
+        crossed = visited.draw(
+            lambda: cross(pick(parents_now), pick(parents_now)), crossovers, DRAWS_PER_CHILD * crossovers
+        )
+        pop = fill(mutants + crossed)
+        filled.append(len(pop) - len(mutants) - len(crossed))
+        return pop
 
-        def crossed() -> Arch:
-            return cross(pick(parents_now), pick(parents_now))
-
-        return [sample_allowed(space, gen, limit.allows, mutant) for _ in range(mutations)] + [
-            sample_allowed(space, gen, limit.allows, crossed) for _ in range(crossovers)
-        ]
-
-    pop = [sample_allowed(space, gen, limit.allows) for _ in range(population)]
+    pop = fill([])
+    if not pop:
+        raise UserError("no architecture found under the FLOPs limit in 10,000 draws; raise method.flops_limit_mmacs")
     top: list[Arch] = []
     history = []
     for g in range(generations):
-        for arch in pop:
-            score(arch)
         top = sorted(set(top) | set(pop), key=lambda a: -score(a))[:parents]
         history.append({"generation": g + 1, "best": score(top[0]), "arch": space.encode(top[0])})
         if g == generations - 1:
             break
         pop = next_generation(top)
+        if not pop:  # every architecture under the limit is scored already
+            break
     log = {
         "population": population,
         "parents": parents,
         "mutations": mutations,
         "crossovers": crossovers,
-        "generations": generations,
-        "scored": len(getattr(score, "cache", {})),
+        "generations": len(history),
+        "scored": len(visited.seen),
+        "slots": population * generations,
+        "random_fill": filled,
+        "rejected": dict(visited.rejected),
         "history": history,
     }
     return top[0], log

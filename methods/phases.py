@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from methods.base import Method, MethodResult
-from methods.steps import PATHS
+from methods.steps import PATHS, StepOptions
 from nasbench.arch_params import ArchParameters
 from nasbench.context import RunContext
 from nasbench.errors import UserError
@@ -38,6 +38,8 @@ class SupernetSearch:
     #: what weight steps run: the supernet, under DistributedDataParallel in a distributed run
     #: (alpha steps on held-out batches run ``supernet`` itself: they train no weights)
     trained: nn.Module | None = None
+    #: how the steps treat the batch and the candidates that did not run (:func:`step_options`)
+    options: StepOptions = StepOptions()
 
     def __post_init__(self) -> None:
         if self.trained is None:
@@ -68,7 +70,22 @@ class SupernetSearch:
         }
 
 
-def start_search(method: Method, search_epochs: int, horizon_extra_steps: int = 0) -> SupernetSearch:
+UNSAMPLED_WEIGHTS = ("step", "skip")
+
+
+def step_options(method: Method, paths: int = 1) -> StepOptions:
+    """The method's ``unsampled_weights``: ``step`` (official DSNAS, SPOS, GDAS, DARTS, SNAS: every
+    candidate's gradient is zeroed, not dropped, so candidates that did not run still get weight
+    decay and their momentum step) or ``skip`` (official ProxylessNAS: they stay untouched)."""
+    policy = str(method.cfg.get("unsampled_weights", "step"))
+    if policy not in UNSAMPLED_WEIGHTS:
+        raise UserError(f"method.unsampled_weights={policy}: must be one of {', '.join(UNSAMPLED_WEIGHTS)}")
+    return StepOptions(paths=paths, set_to_none=policy == "skip")
+
+
+def start_search(
+    method: Method, search_epochs: int, horizon_extra_steps: int = 0, paths_per_step: int = 1
+) -> SupernetSearch:
     """Build the supernet, alpha (``method.alpha_init``) and the optimizers.
 
     The weights' cosine spans ``search_epochs`` of the search split plus ``horizon_extra_steps``
@@ -96,8 +113,11 @@ def start_search(method: Method, search_epochs: int, horizon_extra_steps: int = 
     )
     sampler = ctx.generator("arch-sample")  # the same stream on every rank: the same paths
     # DDP must look for unused weights when a step runs one path or a fixed decision runs one op
-    partial = ctx.estimator.single_path or method.fixes_decisions
-    return SupernetSearch(supernet, arch, weight_opt, schedule, alpha_opt, sampler, ctx.parallel(supernet, partial))
+    # (or when k paths per step leave every rank with different candidates unused)
+    partial = ctx.estimator.single_path or method.fixes_decisions or paths_per_step > 1
+    trained = ctx.parallel(supernet, partial)
+    options = step_options(method, paths_per_step)
+    return SupernetSearch(supernet, arch, weight_opt, schedule, alpha_opt, sampler, trained, options)
 
 
 def run_search_phase(

@@ -13,12 +13,20 @@ A method differs from another only in its estimator and its pipeline, so the ste
 The alpha gradient comes either from autograd (softmax, Gumbel-softmax, Gumbel straight-through:
 it reaches ``arch.alpha.grad`` through the combination weights) or from the estimator after
 the backward (``alpha_grad``: the DSNAS credit, the binary-gate formula, REINFORCE).
+
+Two per-method choices follow each official code (:class:`StepOptions`): how many independent
+paths one step's batch is cut into (``paths``; official DSNAS: one per GPU of 128 images), and
+whether candidates that did not run get their weight decay and momentum step anyway
+(``set_to_none=False``: zeroed gradients, as the official DSNAS, SPOS, GDAS and DARTS code's
+``zero_grad`` of its PyTorch left them) or are left untouched (``set_to_none=True``: gradients
+None, SGD skips them, as official ProxylessNAS does on purpose).
 """
 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -27,6 +35,7 @@ from torch import Tensor
 from nasbench import distributed
 from nasbench.arch_params import ArchParameters
 from nasbench.device import autocast
+from nasbench.errors import UserError
 from nasbench.supernet import Selection, Supernet
 from nasbench.train import NonFiniteLoss, StepFn, StepOutput, train_batch
 
@@ -85,26 +94,84 @@ def _signal_leaf(arch: ArchParameters, selection: Selection) -> Tensor:
     return arch.alpha
 
 
+@dataclass(frozen=True)
+class StepOptions:
+    """How a supernet step treats its batch and the candidates that did not run.
+
+    ``paths``: the batch (this step's, over every rank) is cut into this many sub-batches, each
+    on its own independently sampled path; the weights get the gradient of the whole batch's mean
+    loss and alpha the mean of the per-path estimates. ``set_to_none``: see the module docstring.
+    """
+
+    paths: int = 1
+    set_to_none: bool = True
+
+
+def rank_paths(count: int) -> range:
+    """Which of a step's ``count`` paths this rank runs: ``count / world`` consecutive ones when
+    there are at least as many paths as ranks, else the one its group of ``world / count`` ranks
+    shares. Every rank draws all ``count`` paths from the same sampler (so the run is the same
+    for any world size, reproducible and checkpointed with the sampler) and runs its share."""
+    env = distributed.current()
+    world, rank = env.world_size, env.rank
+    if count < 1 or (count % world and world % count):
+        raise UserError(
+            f"paths_per_step={count} with {world} processes: it must be a multiple or a divisor of the number of"
+            " processes (each runs the same number of paths)"
+        )
+    per_rank = max(1, count // world)
+    first = rank * count // world
+    return range(first, first + per_rank)
+
+
+def sample_paths(
+    estimator: Any, arch: ArchParameters, sampler: torch.Generator, device: torch.device, count: int
+) -> Selection | list[Selection]:
+    """One step's selections: every rank draws all ``count`` of them (traced in order), and keeps
+    its share (:func:`rank_paths`); a single selection where one path serves the whole step."""
+    selections = []
+    for _ in range(count):
+        selection = estimator.sample(arch, sampler, device)
+        trace_path(selection)
+        selections.append(selection)
+    mine = [selections[i] for i in rank_paths(count)]
+    return mine[0] if count == 1 else mine
+
+
+def as_list(selection: Selection | Sequence[Selection]) -> list[Selection]:
+    return [selection] if isinstance(selection, Selection) else list(selection)
+
+
 def apply_alpha_update(
     estimator: Any,
     arch: ArchParameters,
-    selection: Selection,
+    selection: Selection | Sequence[Selection],
     alpha_opt: torch.optim.Optimizer,
     extra_alpha_grad: ExtraGrad | None = None,
 ) -> None:
-    """Turn what the backward left into alpha's gradient, step alpha, keep fixed rows fixed."""
-    grad = estimator.alpha_grad(arch, selection)
-    if grad is not None:
-        arch.alpha.grad = grad if arch.alpha.grad is None else arch.alpha.grad + grad
-    extra = extra_alpha_grad(selection) if extra_alpha_grad is not None else None
-    if extra is not None:
-        arch.alpha.grad = extra if arch.alpha.grad is None else arch.alpha.grad + extra
+    """Turn what the backward left into alpha's gradient, step alpha, keep fixed rows fixed.
+
+    With several paths in one step (one backward of the whole batch's mean loss), each path's
+    ``alpha_grad`` is already its share of the mean estimate, so they add up; the ``extra`` term
+    (a resource penalty, one per path) is averaged over the paths. Then the ranks average.
+    """
+    selections = as_list(selection)
+    for sel in selections:
+        grad = estimator.alpha_grad(arch, sel)
+        if grad is not None:
+            arch.alpha.grad = grad if arch.alpha.grad is None else arch.alpha.grad + grad
+    if extra_alpha_grad is not None:
+        extras = [e for e in (extra_alpha_grad(sel) for sel in selections) if e is not None]
+        if extras:
+            extra = torch.stack(extras).sum(0) / len(selections)
+            arch.alpha.grad = extra if arch.alpha.grad is None else arch.alpha.grad + extra
     if arch.alpha.grad is not None:
         distributed.average_(arch.alpha.grad)  # every rank's batch part: alpha stays identical
         for i in arch.fixed:
             arch.alpha.grad[i] = 0.0
         alpha_opt.step()
-        estimator.after_alpha_step(arch, selection)
+        for sel in selections:
+            estimator.after_alpha_step(arch, sel)
     arch.restore_fixed()
     check_alpha(arch)
 
@@ -117,16 +184,19 @@ def weight_step(
     device: torch.device,
     loss_fn: LossFn,
     weight_opt: torch.optim.Optimizer,
+    options: StepOptions = StepOptions(),
 ) -> StepFn:
     """Train the weights on the paths the estimator samples; alpha does not move."""
 
     def step(x: Tensor, y: Tensor) -> StepOutput:
         with torch.no_grad():  # the combination weights need no graph to alpha here
-            selection = estimator.sample(arch, sampler, device)
-        trace_path(selection)
-        if selection.weights is not None:
-            selection.weights = selection.weights.detach()
-        return train_batch(lambda inputs: supernet(inputs, selection), x, y, loss_fn, weight_opt)
+            selection = sample_paths(estimator, arch, sampler, device, options.paths)
+        for sel in as_list(selection):
+            if sel.weights is not None:
+                sel.weights = sel.weights.detach()
+        return train_batch(
+            lambda inputs: supernet(inputs, selection), x, y, loss_fn, weight_opt, set_to_none=options.set_to_none
+        )
 
     return step
 
@@ -141,20 +211,30 @@ def estimator_step(
     weight_opt: torch.optim.Optimizer,
     alpha_opt: torch.optim.Optimizer | None = None,
     extra_alpha_grad: ExtraGrad | None = None,
+    options: StepOptions = StepOptions(),
 ) -> StepFn:
     """A single-level supernet step: the estimator samples, one forward, one backward, then the
     weights and (with ``alpha_opt``) alpha update from that same batch and that same backward.
 
     ``extra_alpha_grad(selection)`` adds a term to alpha's gradient (a resource penalty).
+    With ``options.paths`` k > 1 the batch is cut into k sub-batches on k independent paths: the
+    same as the mean of k single-path steps on the sub-batches (weights and alpha gradients).
     """
     if alpha_opt is None or not estimator.learns_alpha:
-        return weight_step(supernet, estimator, arch, sampler, device, loss_fn, weight_opt)
+        return weight_step(supernet, estimator, arch, sampler, device, loss_fn, weight_opt, options)
 
     def step(x: Tensor, y: Tensor) -> StepOutput:
-        selection = estimator.sample(arch, sampler, device)
-        trace_path(selection)
+        selection = sample_paths(estimator, arch, sampler, device, options.paths)
         # the only backward: weight gradients and whatever alpha's signal needs
-        out = train_batch(lambda inputs: supernet(inputs, selection), x, y, loss_fn, weight_opt, [alpha_opt])
+        out = train_batch(
+            lambda inputs: supernet(inputs, selection),
+            x,
+            y,
+            loss_fn,
+            weight_opt,
+            [alpha_opt],
+            set_to_none=options.set_to_none,
+        )
         apply_alpha_update(estimator, arch, selection, alpha_opt, extra_alpha_grad)
         return out
 
@@ -240,7 +320,8 @@ def bilevel_step(
     alpha_step: AlphaStep,
     valid: Iterator[tuple[Tensor, Tensor]],
     alpha_every: int = 1,
+    options: StepOptions = StepOptions(),
 ) -> BilevelStep:
     """A :class:`BilevelStep` over :func:`weight_step`'s weight updates."""
-    weights = weight_step(supernet, estimator, arch, sampler, device, loss_fn, weight_opt)
+    weights = weight_step(supernet, estimator, arch, sampler, device, loss_fn, weight_opt, options)
     return BilevelStep(weights, alpha_step, valid, alpha_every)

@@ -35,7 +35,8 @@ class UniformSupernetSearch(Method):
         if budget < 1:
             raise UserError(f"scored_archs={budget}: must be at least 1")
         s = start_search(self, search_epochs)
-        step = weight_step(s.trained, ctx.estimator, s.arch, s.sampler, ctx.device, ctx.trainer.loss, s.weight_opt)
+        args = (s.trained, ctx.estimator, s.arch, s.sampler, ctx.device, ctx.trainer.loss, s.weight_opt)
+        step = weight_step(*args, s.options)
         run_search_phase(ctx, "search", search_epochs, step, s)
         limit = FlopsLimit(ctx.space, self.cfg.get("flops_limit_mmacs"))
         scorer = SupernetScorer(ctx, s.supernet)

@@ -185,7 +185,19 @@ class Supernet(nn.Module):
     def body(self, x: Tensor) -> Tensor:
         raise NotImplementedError
 
-    def forward(self, x: Tensor, selection: Selection) -> Tensor:
+    def forward(self, x: Tensor, selection: Selection | Sequence[Selection]) -> Tensor:
+        """The logits of ``x`` on ``selection``'s path; with a list of k selections, ``x`` is cut
+        into k consecutive sub-batches (``tensor_split``), each runs its own path (its own
+        BatchNorm batch statistics, as on one GPU of a data-parallel run) and the logits are
+        concatenated in order: one forward, so that one backward serves every path (DSNAS's
+        ``paths_per_step``)."""
+        if isinstance(selection, Selection):
+            return self._run(x, selection)
+        if len(selection) > x.shape[0]:
+            raise ValueError(f"{len(selection)} paths for a batch of {x.shape[0]}: at most one path per image")
+        return torch.cat([self._run(part, s) for part, s in zip(x.tensor_split(len(selection)), selection)])
+
+    def _run(self, x: Tensor, selection: Selection) -> Tensor:
         self._slot.selection = selection
         try:
             return self.body(x)

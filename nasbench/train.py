@@ -49,13 +49,20 @@ def train_batch(
     loss_fn: Callable[[Tensor, Tensor], Tensor],
     optimizer: torch.optim.Optimizer,
     also_zero: Sequence[torch.optim.Optimizer] = (),
+    set_to_none: bool = True,
 ) -> StepOutput:
     """Forward, loss, one backward, one optimizer step; ``also_zero`` optimizers (alpha's) get
-    their gradients cleared before the backward so that it fills them afresh."""
+    their gradients cleared before the backward so that it fills them afresh.
+
+    ``set_to_none=False`` zeroes ``optimizer``'s gradients instead of dropping them, so that a
+    parameter the forward did not use (a supernet candidate that was not sampled) still gets its
+    weight decay and momentum step, as PyTorch's ``zero_grad`` did before 2.0 and the official
+    DSNAS, SPOS and GDAS code relied on."""
     with autocast(x.device.type):  # bf16 on GPUs by default (``precision``); off on the CPU
         logits = forward(x)
         loss = loss_fn(logits, y)
-    for opt in (optimizer, *also_zero):
+    optimizer.zero_grad(set_to_none=set_to_none)
+    for opt in also_zero:
         opt.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()

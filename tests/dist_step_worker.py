@@ -3,6 +3,7 @@
     python tests/dist_step_worker.py OUT ESTIMATOR            # the whole batch in one process
     python tests/dist_step_worker.py OUT ESTIMATOR half       # its first half only (a control)
     torchrun --nproc_per_node=2 tests/dist_step_worker.py OUT ESTIMATOR   # half a batch per rank
+    ... OUT ESTIMATOR paths=4   # the step cut into 4 sub-batches on 4 independent paths
 
 Every process builds the same tiny supernet, alpha and batch from fixed seeds, takes its part of
 the batch (nasbench.distributed.shard_batches), runs the suite's own step (estimator_step: one
@@ -23,13 +24,13 @@ sys.path[:0] = [str(ROOT), str(ROOT / "experiments"), str(ROOT / "tests")]
 
 from conftest import tiny_space  # noqa: E402
 from methods.estimators.base import build_estimator  # noqa: E402
-from methods.steps import estimator_step  # noqa: E402
+from methods.steps import StepOptions, estimator_step  # noqa: E402
 from nasbench import distributed  # noqa: E402
 from nasbench.arch_params import ArchParameters  # noqa: E402
 from nasbench.train import weight_optimizer  # noqa: E402
 
 
-def main(out: str, estimator_name: str, half: bool = False) -> None:
+def main(out: str, estimator_name: str, half: bool = False, paths: int = 1) -> None:
     env, device = distributed.init(torch.device("cpu"))
     torch.manual_seed(0)
     space = tiny_space()
@@ -46,9 +47,10 @@ def main(out: str, estimator_name: str, half: bool = False) -> None:
     if half:
         part = part[: batch // 2]
     sampler = torch.Generator().manual_seed(4)
-    trained = distributed.wrap(supernet, find_unused=estimator.single_path)
+    trained = distributed.wrap(supernet, find_unused=estimator.single_path or paths > 1)
     loss = torch.nn.CrossEntropyLoss()
-    step = estimator_step(trained, estimator, arch, sampler, device, loss, weight_opt, alpha_opt)
+    options = StepOptions(paths=paths)
+    step = estimator_step(trained, estimator, arch, sampler, device, loss, weight_opt, alpha_opt, options=options)
     step(x[part], y[part])
     if env.is_main:
         weights = torch.cat([p.detach().flatten() for p in supernet.parameters()])
@@ -58,4 +60,6 @@ def main(out: str, estimator_name: str, half: bool = False) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], sys.argv[2], half=sys.argv[3:] == ["half"])
+    flags = sys.argv[3:]
+    paths = next((int(f.split("=")[1]) for f in flags if f.startswith("paths=")), 1)
+    main(sys.argv[1], sys.argv[2], half="half" in flags, paths=paths)

@@ -37,6 +37,7 @@ def ddp_run(tmp_path_factory) -> tuple[Path, Path]:
     proc = torchrun(
         "experiments/run.py",
         "method=dsnas",
+        "method.paths_per_step=2",  # each rank runs its own path, as the official 8-GPU search
         "space=shufflenet",
         "scale=tiny",
         "device=cpu",
@@ -60,7 +61,9 @@ def test_torchrun_dsnas_agrees_on_every_rank(ddp_run) -> None:
     assert (r0.pop("rank"), r1.pop("rank")) == (0, 1)
     assert r0 == r1 and r0["arch"] == summary["arch"] and r0["search_acc"] == summary["search_acc"]
     search = next(p for p in summary["phases"] if p["name"] == "search")
-    assert r0["paths"] == search["steps"] > 0  # one traced path per search step, on each rank
+    # every rank draws both paths of each search step from the shared sampler and runs its own
+    assert r0["paths"] == 2 * search["steps"] > 0
+    assert summary["extra"]["paths_per_step"] == 2
     assert sorted(p.name for p in run_dir.iterdir()) == [
         ".hydra",
         "child.pt2",
@@ -114,6 +117,25 @@ def test_two_ranks_take_the_step_of_one_process_on_the_whole_batch(tmp_path: Pat
         assert torch.allclose(two[key], one[key], rtol=0, atol=1e-5 * scale), key
     assert (half["alpha_grad"] - one["alpha_grad"]).abs().max() > 1e-2 * one["alpha_grad"].abs().max()
     assert (half["weights"] - one["weights"]).abs().max() > 1e-4
+
+
+@pytest.mark.parametrize("paths", [2, 4])
+def test_k_paths_on_two_ranks_take_the_step_of_one_process(tmp_path: Path, paths: int) -> None:
+    """DSNAS with k independent paths per step: two ranks (each running its k/2 paths on its half
+    of the batch) end the step exactly as one process running all k on the whole batch, and not
+    as the single-path step (the control)."""
+    worker = str(ROOT / "tests" / "dist_step_worker.py")
+    outs = {k: tmp_path / f"{k}.pt" for k in ("one", "single", "two")}
+    for out, flags in ((outs["one"], [f"paths={paths}"]), (outs["single"], [])):
+        proc = subprocess.run([sys.executable, worker, str(out), "dsnas", *flags], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = torchrun(worker, str(outs["two"]), "dsnas", f"paths={paths}")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    one, single, two = (torch.load(outs[k]) for k in ("one", "single", "two"))
+    for key in ("alpha_grad", "weights", "alpha"):
+        scale = one[key].abs().max()
+        assert torch.allclose(two[key], one[key], rtol=0, atol=1e-5 * scale), key
+    assert (single["alpha_grad"] - one["alpha_grad"]).abs().max() > 1e-2 * one["alpha_grad"].abs().max()
 
 
 def test_shard_batches_split_each_global_batch(monkeypatch) -> None:
