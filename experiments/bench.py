@@ -34,6 +34,7 @@ import time
 
 import hydra
 import torch
+import yaml
 from omegaconf import DictConfig, OmegaConf
 
 import cli
@@ -145,26 +146,46 @@ def loader_throughput(cfg: DictConfig, device: torch.device, batch: int) -> dict
     return {"step_ms": 1000 * statistics.median(times), "step_ms_mean": 1000 * statistics.mean(times)}
 
 
+def method_overrides(parts: list[str]) -> dict:
+    """``key:value`` items of a row (``dsnas@paths_per_step:8``) as method-config overrides; the
+    value is read as YAML (8 -> int, skip -> str)."""
+    overrides = {}
+    for part in parts:
+        key, sep, value = part.partition(":")
+        if not sep or not key:
+            raise JobFailed(f"row option {part!r}: write it as key:value (dsnas@paths_per_step:8)")
+        overrides[key] = yaml.safe_load(value)
+    return overrides
+
+
 def resolve_config(name: str, argv: list[str]) -> dict:
     """A bench configuration: ``child``, ``<method>`` (its default estimator) or
     ``<method>/<estimator>``, where the estimator may be a plug-in whose config lives in a
-    ``hydra.searchpath`` folder (docs/estimators.md). Returns the job fields; raises
-    :class:`JobFailed` with the one-line reason for an unknown name or a combination the method
-    refuses (checked here, before a process starts)."""
+    ``hydra.searchpath`` folder (docs/estimators.md), each optionally followed by ``@key:value``
+    items that override the method's config for that row (``dsnas@paths_per_step:8``). Returns
+    the job fields; raises :class:`JobFailed` with the one-line reason for an unknown name or a
+    combination the method refuses (checked here, before a process starts)."""
     if name == "child":
         return {}
-    method, _, estimator = name.partition("/")
+    head, *options = name.split("@")
+    method, _, estimator = head.partition("/")
     if method not in METHODS:
         raise JobFailed(str(unknown_choice("benchmark method", method, METHODS.names())))
-    if not estimator:
-        return {"method": method}
+    overrides = method_overrides(options)
+    method_cfg, default_estimator = method_config(method)
+    unknown = sorted(set(overrides) - set(method_cfg))
+    if unknown:
+        raise JobFailed(f"method {method} has no key {', '.join(unknown)}; its keys: {', '.join(sorted(method_cfg))}")
+    method_cfg.update(overrides)
+    fields: dict = {"method": method, "method_overrides": overrides}
     try:
-        estimator_cfg = cli.group_config("estimator", estimator, argv)
-        method_cfg, _ = method_config(method)
+        estimator_cfg = cli.group_config("estimator", estimator, argv) if estimator else default_estimator
         METHODS.get(method).check_estimator(method_cfg, build_estimator(estimator_cfg))
     except UserError as err:
         raise JobFailed(str(err)) from None
-    return {"method": method, "estimator": estimator_cfg}
+    if estimator:
+        fields["estimator"] = estimator_cfg
+    return fields
 
 
 def bench(cfg: DictConfig) -> list[dict]:

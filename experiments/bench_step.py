@@ -26,7 +26,9 @@ from omegaconf import OmegaConf
 
 from cli import CONF_DIR
 from methods.base import METHODS
+from methods.dsnas import resolve_paths
 from methods.estimators.base import build_estimator
+from methods.phases import step_options
 from methods.steps import bilevel_step, estimator_step, held_out_alpha_step, weight_step
 from nasbench.arch_params import ArchParameters
 from nasbench.budget import current_rss_bytes, read_peak_rss, reset_peak_rss
@@ -58,14 +60,20 @@ def method_step(
     loss_fn: torch.nn.Module,
     train: dict,
     seed: int,
+    method_overrides: dict | None = None,
 ):
     """The search step of ``method`` as its pipeline builds it (``estimator_cfg``, or None for its
     default estimator; single level, bilevel every ``alpha_every`` steps, or weights only), forced
     onto ``arch``: alpha is peaked at it, so the estimator does all its work but samples the
     compared path. The held-out batch of bilevel methods is the same batch. A plug-in estimator's
-    config names its ``module``, imported here (its folder on PYTHONPATH, as for run.py)."""
-    estimator = build_estimator(estimator_cfg or method_config(method)[1])
+    config names its ``module``, imported here (its folder on PYTHONPATH, as for run.py).
+    ``method_overrides`` replace keys of the method's config (a row's ``@key:value``)."""
+    method_cfg, default_estimator = method_config(method)
+    method_cfg.update(method_overrides or {})
+    estimator = build_estimator(estimator_cfg or default_estimator)
     method_cls = METHODS.get(method)
+    # the method's own step options: DSNAS's paths per step, which weights move when unsampled
+    options = step_options(method_cfg, resolve_paths(method_cfg.get("paths_per_step", 1), x.shape[0]))
     params = ArchParameters(space.candidate_mask())
     with torch.no_grad():
         params.alpha.copy_(30.0 * one_hot_rows(torch.tensor(arch), space.max_candidates))
@@ -78,11 +86,12 @@ def method_step(
     args = (model, estimator, params, gen, device, loss_fn)
     weight_opt = weight_optimizer(model, train)
     if method_cls.alpha == "none":
-        return weight_step(*args, weight_opt)
+        return weight_step(*args, weight_opt, options)
     if getattr(method_cls, "alpha_data", "train") == "train":
-        return estimator_step(*args, weight_opt, alpha_opt)
+        return estimator_step(*args, weight_opt, alpha_opt, options=options)
     held_out = itertools.repeat((x, y))
-    return bilevel_step(*args, weight_opt, held_out_alpha_step(*args, alpha_opt), held_out, alpha_every(method))
+    alpha_step = held_out_alpha_step(*args, alpha_opt)
+    return bilevel_step(*args, weight_opt, alpha_step, held_out, alpha_every(method), options)
 
 
 def alpha_every(method: str) -> int:
@@ -142,7 +151,20 @@ def measure(job: dict) -> dict:
     else:
         model = space.build_supernet().to(device, memory_format=fmt)
         method = job.get("method", job["config"])
-        step = method_step(method, job.get("estimator"), model, space, arch, x, y, device, loss_fn, train, job["seed"])
+        step = method_step(
+            method,
+            job.get("estimator"),
+            model,
+            space,
+            arch,
+            x,
+            y,
+            device,
+            loss_fn,
+            train,
+            job["seed"],
+            job.get("method_overrides"),
+        )
     period = alpha_every(job.get("method", job["config"]))
     steps = period * max(1, -(-job["steps"] // period))  # whole periods
     times = [timed(step, x, y, device) for _ in range(job["warmup"] + steps)][job["warmup"] :]

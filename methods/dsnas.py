@@ -97,6 +97,12 @@ def flops_penalty_grad(
     return grad
 
 
+def resolve_paths(value: Any, batch_size: int) -> int:
+    """``paths_per_step`` as a number; ``auto``: one path per 128 images of the step's batch, as
+    the official 8 GPUs x 128 images (at least 1)."""
+    return max(1, batch_size // 128) if str(value) == "auto" else int(value)
+
+
 @METHODS.register("dsnas")
 class DSNAS(Method):
     name = "dsnas"
@@ -122,11 +128,8 @@ class DSNAS(Method):
             )
 
     def paths_per_step(self) -> int:
-        """``method.paths_per_step``; ``auto``: one path per 128 images of the batch (at least 1)."""
-        paths = self.cfg.get("paths_per_step", "auto")
-        if str(paths) == "auto":
-            paths = max(1, int(self.ctx.budget["batch_size"]) // 128)
-        paths = int(paths)
+        """``method.paths_per_step`` (:func:`resolve_paths`), checked against the estimator."""
+        paths = resolve_paths(self.cfg.get("paths_per_step", "auto"), int(self.ctx.budget["batch_size"]))
         estimator = self.ctx.estimator
         if paths > 1 and type(estimator).after_alpha_step is not Estimator.after_alpha_step:
             raise UserError(

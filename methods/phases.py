@@ -73,11 +73,11 @@ class SupernetSearch:
 UNSAMPLED_WEIGHTS = ("step", "skip")
 
 
-def step_options(method: Method, paths: int = 1) -> StepOptions:
-    """The method's ``unsampled_weights``: ``step`` (official DSNAS, SPOS, GDAS, DARTS, SNAS: every
-    candidate's gradient is zeroed, not dropped, so candidates that did not run still get weight
-    decay and their momentum step) or ``skip`` (official ProxylessNAS: they stay untouched)."""
-    policy = str(method.cfg.get("unsampled_weights", "step"))
+def step_options(method_cfg: Mapping[str, Any], paths: int = 1) -> StepOptions:
+    """The method config's ``unsampled_weights``: ``step`` (official DSNAS, SPOS, GDAS, DARTS, SNAS:
+    every candidate's gradient is zeroed, not dropped, so candidates that did not run still get
+    weight decay and their momentum step) or ``skip`` (official ProxylessNAS: they stay untouched)."""
+    policy = str(method_cfg.get("unsampled_weights", "step"))
     if policy not in UNSAMPLED_WEIGHTS:
         raise UserError(f"method.unsampled_weights={policy}: must be one of {', '.join(UNSAMPLED_WEIGHTS)}")
     return StepOptions(paths=paths, set_to_none=policy == "skip")
@@ -116,7 +116,7 @@ def start_search(
     # (or when k paths per step leave every rank with different candidates unused)
     partial = ctx.estimator.single_path or method.fixes_decisions or paths_per_step > 1
     trained = ctx.parallel(supernet, partial)
-    options = step_options(method, paths_per_step)
+    options = step_options(method.cfg, paths_per_step)
     return SupernetSearch(supernet, arch, weight_opt, schedule, alpha_opt, sampler, trained, options)
 
 

@@ -125,13 +125,22 @@ def rank_paths(count: int) -> range:
 
 
 def sample_paths(
-    estimator: Any, arch: ArchParameters, sampler: torch.Generator, device: torch.device, count: int
+    estimator: Any,
+    arch: ArchParameters,
+    sampler: torch.Generator,
+    device: torch.device,
+    count: int,
+    weights_only: bool = False,
 ) -> Selection | list[Selection]:
     """One step's selections: every rank draws all ``count`` of them (traced in order), and keeps
-    its share (:func:`rank_paths`); a single selection where one path serves the whole step."""
+    its share (:func:`rank_paths`); a single selection where one path serves the whole step.
+    ``weights_only``: a step that trains the weights alone (``Estimator.sample_weights_only``)."""
+    draw = estimator.sample
+    if weights_only:
+        draw = getattr(estimator, "sample_weights_only", estimator.sample)
     selections = []
     for _ in range(count):
-        selection = estimator.sample(arch, sampler, device)
+        selection = draw(arch, sampler, device)
         trace_path(selection)
         selections.append(selection)
     mine = [selections[i] for i in rank_paths(count)]
@@ -190,7 +199,7 @@ def weight_step(
 
     def step(x: Tensor, y: Tensor) -> StepOutput:
         with torch.no_grad():  # the combination weights need no graph to alpha here
-            selection = sample_paths(estimator, arch, sampler, device, options.paths)
+            selection = sample_paths(estimator, arch, sampler, device, options.paths, weights_only=True)
         for sel in as_list(selection):
             if sel.weights is not None:
                 sel.weights = sel.weights.detach()

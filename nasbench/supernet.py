@@ -50,6 +50,10 @@ class Selection:
     weighted: list[bool] | None = None
     info: dict[str, Any] = field(default_factory=dict)
     probe: list[list[int] | None] | None = None
+    #: per decision, candidates whose weight is added to the output as a scalar although the op
+    #: does not run (value 0 with a straight-through weight, gradient sum(dL/dm)): the official
+    #: NAS-Bench-201 GDAS cell's ``forward_gdas``; None: no such terms
+    constants: list[list[int]] | None = None
 
     @classmethod
     def single_path(cls, arch: Sequence[int]) -> Selection:
@@ -107,6 +111,9 @@ class ChoiceBlock(nn.Module):
         for k in ops:
             y = self.candidates[k](x) * weights[self.decision, k]
             out = y if out is None else out + y
+        if selection.constants is not None:
+            for k in selection.constants[self.decision]:
+                out = out + weights[self.decision, k].to(out.dtype)
         return out
 
     @torch.no_grad()

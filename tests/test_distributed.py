@@ -171,8 +171,8 @@ def test_torchrun_stopped_by_sigterm_resumes_to_the_uninterrupted_run(ddp_run, t
     reference, _ = ddp_run
     run_dir, tmpdir = tmp_path / "run", tmp_path / "tmp"
     tmpdir.mkdir()
-    args = ["method=dsnas", "space=shufflenet", "scale=tiny", "device=cpu", "progress=false"]
-    args.append(f"hydra.run.dir={run_dir}")
+    args = ["method=dsnas", "method.paths_per_step=2", "space=shufflenet", "scale=tiny", "device=cpu", "progress=false"]
+    args.append(f"hydra.run.dir={run_dir}")  # as ddp_run, the reference
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "TMPDIR": str(tmpdir)}
     proc = subprocess.Popen(
         [*TORCHRUN, "experiments/run.py", *args], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env

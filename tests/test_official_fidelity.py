@@ -240,3 +240,79 @@ def test_unsampled_candidates_decay_under_step_and_stay_under_skip() -> None:
 )
 def test_each_method_follows_its_official_code_on_unsampled_weights(method: str, policy: str) -> None:
     assert OmegaConf.load(CONF / "method" / f"{method}.yaml")["unsampled_weights"] == policy
+
+
+def test_two_path_weight_steps_draw_one_op_from_p() -> None:
+    """ProxylessNAS two-path: weight steps run op k with probability p_k (official MODE None);
+    alpha steps keep the pair-then-pick draw, which over-samples the likely op (the control)."""
+    from methods.estimators.binary_gate import BinaryGateEstimator
+
+    space = tiny_space()
+    arch = ArchParameters(space.candidate_mask())
+    p = torch.tensor([0.7, 0.2, 0.06, 0.04])
+    with torch.no_grad():
+        arch.alpha.copy_(p.log().expand_as(arch.alpha))
+    est, gen, n = BinaryGateEstimator(mode="two_path"), torch.Generator().manual_seed(0), 4000
+    weight_draws = torch.tensor([est.sample_weights_only(arch, gen, CPU).active[0][0] for _ in range(n)])
+    pair_draws = torch.tensor([est.sample(arch, gen, CPU).active[0][0] for _ in range(n)])
+    freq = torch.bincount(weight_draws, minlength=4).float() / n
+    stderr = (p * (1 - p) / n).sqrt()
+    assert ((freq - p).abs() <= 4 * stderr).all(), (freq, p)  # false alarm below 1e-4 per op
+    # pair-then-pick: P(op 0) = sum over partners j of P(pair {0, j}) * p0 / (p0 + pj)
+    pair_p0 = sum((p[0] * p[j] / (1 - p[0]) + p[j] * p[0] / (1 - p[j])) * p[0] / (p[0] + p[j]) for j in range(1, 4))
+    assert float(pair_p0) > 0.78  # not 0.7
+    pair_stderr = float((pair_p0 * (1 - pair_p0) / n).sqrt())
+    assert abs(float((pair_draws == 0).float().mean()) - float(pair_p0)) <= 4 * pair_stderr
+
+
+def _gdas_alpha_grad(form: str):
+    """alpha's gradient from GDAS's estimator in ``form`` on the nb201 cell, and the gradient the
+    official ``forward_gdas`` gives, rebuilt by hand: dL/dh[i, idx] = <dL/dm, O_idx(x)> and, for
+    every other candidate k, dL/dh[i, k] = sum(dL/dm) (the value-zero h[k] added to the edge),
+    summed over the cells sharing the edge, then through h = onehot + probs - sg(probs)."""
+    from methods.estimators.gumbel_st import GumbelSTEstimator
+
+    torch.manual_seed(0)
+    space = tiny_space("nb201")
+    supernet = space.build_supernet()
+    arch = ArchParameters(space.candidate_mask(), 0.0, 0.5, torch.Generator().manual_seed(1))
+    est = GumbelSTEstimator(form=form)
+    est.on_epoch_start(0, 1)
+    sel = est.sample(arch, torch.Generator().manual_seed(5), CPU)
+    blocks: list = []
+    op_outputs: list = []
+
+    def on_block(module, inputs, output):
+        output.retain_grad()
+        blocks.append((module.decision, output))
+
+    for block in supernet.choice_blocks():
+        block.register_forward_hook(on_block)
+        for op in block.candidates:
+            op.register_forward_hook(lambda m, i, o: op_outputs.append(o))
+    x = torch.rand(8, *space.inputs.shape, generator=torch.Generator().manual_seed(2))
+    y = torch.randint(10, (8,), generator=torch.Generator().manual_seed(3))
+    logits = supernet(x, sel)
+    F.cross_entropy(logits, y).backward()
+    index = sel.info["sample"]
+    dl_dh = torch.zeros_like(arch.alpha)
+    for (decision, out), op_out in zip(blocks, op_outputs):  # each block ran its one active op
+        g = out.grad
+        dl_dh[decision, index[decision]] += (g * op_out.detach()).sum()
+        for k in range(arch.alpha.shape[1]):
+            if k != index[decision] and bool(arch.mask[decision, k]):
+                dl_dh[decision, k] += g.sum()
+    alpha = arch.alpha.detach().clone().requires_grad_()
+    log_probs = torch.log_softmax(alpha.masked_fill(~arch.mask, float("-inf")), -1)
+    probs = torch.softmax((log_probs + sel.info["gumbel"]) / sel.info["temperature"], -1)
+    (probs.masked_fill(~arch.mask, 0.0) * dl_dh).sum().backward()
+    return arch.alpha.grad, alpha.grad, logits.detach()
+
+
+def test_gdas_official_form_has_forward_gdas_gradient() -> None:
+    got, official, logits = _gdas_alpha_grad("official")
+    torch.testing.assert_close(got, official, rtol=1e-4, atol=1e-7)
+    paper, official_again, paper_logits = _gdas_alpha_grad("paper")
+    torch.testing.assert_close(paper_logits, logits)  # the same forward
+    torch.testing.assert_close(official_again, official)
+    assert (paper - official).abs().max() > 1e-3 * official.abs().max()  # the control

@@ -52,6 +52,12 @@ class Estimator:
     def sample(self, arch: ArchParameters, generator: torch.Generator, device: torch.device) -> Selection:
         raise NotImplementedError
 
+    def sample_weights_only(self, arch: ArchParameters, generator: torch.Generator, device: torch.device) -> Selection:
+        """The selection of a step that trains the weights alone (alpha learns nothing from it:
+        warm-up, the weight steps of a bilevel search). Default: :meth:`sample`. ProxylessNAS's
+        two-path mode draws one op from p here, as its official weight steps do."""
+        return self.sample(arch, generator, device)
+
     def alpha_grad(self, arch: ArchParameters, selection: Selection) -> Tensor | None:
         """The gradient of the loss with respect to alpha, after the step's backward."""
         return None

@@ -10,9 +10,12 @@ candidates j whose gate is probed; the supernet's gated decisions compute it in 
 
 Modes (hparam ``mode``):
 - ``full``: every unmasked candidate is probed; p is the decision's softmax.
-- ``two_path``: two distinct candidates are drawn from p without replacement, p is renormalised
-  over the pair, and the active one is drawn from the renormalised pair; only the other one is
-  probed and only the pair's alphas get a gradient. After the alpha step
+- ``two_path``: for an alpha step, two distinct candidates are drawn from p without
+  replacement, p is renormalised over the pair, and the active one is drawn from the
+  renormalised pair; only the other one is probed and only the pair's alphas get a gradient.
+  A weight step draws its one op from p itself (:meth:`sample_weights_only`; the official
+  ``MixedEdge.binarize`` with ``MODE = None`` outside the architecture step): the pair-then-pick
+  draw would over-sample the likely ops (p = 0.7 becomes 0.767 with the rest spread evenly). After the alpha step
   (:meth:`after_alpha_step`) both alphas shift by one offset so that their logsumexp is what it
   was before the step: the unsampled candidates keep their probabilities (the official
   ``rescale_updated_arch_param``). With Adam beta1 = 0, as the paper uses for alpha, nothing but
@@ -85,6 +88,16 @@ class BinaryGateEstimator(Estimator):
                 "alpha": arch.alpha.detach().clone(),
             },
         )
+
+    def sample_weights_only(self, arch: ArchParameters, generator: torch.Generator, device: torch.device) -> Selection:
+        """One op per decision drawn from p, in both modes (no gate gradient is wanted)."""
+        if self.mode == "full":
+            return self.sample(arch, generator, device)
+        probs = arch.probs().detach()
+        sample = torch.multinomial(probs, 1, generator=generator).squeeze(1)
+        for i, k in arch.fixed.items():
+            sample[i] = k
+        return Selection.single_path(sample.tolist())
 
     @staticmethod
     def gate_grads(selection: Selection) -> Tensor:
