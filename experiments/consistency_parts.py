@@ -31,12 +31,16 @@ RETRAIN_KEYS = (
     "weight_decay",
     "label_smoothing",
     "warmup_epochs",
+    "lr_min",
+    "grad_clip",
     "retrain_epochs",
     "train_subset",
     "test_subset",
     "augment",
     "augmentation",
 )
+#: retrain keys added later, left out of a recipe at these values so older records still match
+RECIPE_DEFAULTS = {"lr_min": 0.0, "grad_clip": None}
 SAMPLINGS = ("uniform", "stratified")
 COLUMNS = (
     "arch",
@@ -118,6 +122,9 @@ def sample_archs(
 def retrain_recipe(ctx: RunContext, cfg: DictConfig) -> dict[str, Any]:
     """What decides a retrain's result, in the JSON form it is recorded in."""
     recipe = {k: ctx.budget.get(k) for k in RETRAIN_KEYS}
+    for key, default in RECIPE_DEFAULTS.items():  # at their default, as records written before them
+        if recipe.get(key, default) == default:
+            recipe.pop(key, None)
     recipe.update(space=ctx.space.name, scale=cfg.scale.name, seed=int(cfg.seed))
     return json.loads(json.dumps(recipe))
 

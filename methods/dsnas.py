@@ -43,7 +43,7 @@ from nasbench.arch_params import ArchParameters
 from nasbench.errors import UserError
 from nasbench.evaluate import reset_bn_stats
 from nasbench.supernet import Selection
-from nasbench.train import WarmupCosine, plain_step, weight_optimizer
+from nasbench.train import WarmupCosine, grad_clip, plain_step, weight_optimizer
 
 
 def early_fix(arch: ArchParameters, threshold: float) -> list[int]:
@@ -152,8 +152,9 @@ class DSNAS(Method):
             reset_bn_stats(child)
             optimizer = weight_optimizer(child, ctx.budget)
             steps = finetune_epochs * ctx.trainer.steps_per_epoch()
-            schedule = WarmupCosine(optimizer, outcome.extra["fork_lr"], steps)
-            step = plain_step(ctx.parallel(child), optimizer, ctx.trainer.loss)
+            final_lr = float(ctx.budget.get("lr_min", 0.0))
+            schedule = WarmupCosine(optimizer, outcome.extra["fork_lr"], steps, final_lr=final_lr)
+            step = plain_step(ctx.parallel(child), optimizer, ctx.trainer.loss, grad_clip(ctx.budget))
             ctx.trainer.run_phase("finetune", finetune_epochs, step, child, schedule, optimizer=optimizer)
         alpha = outcome.alpha
         return MethodResult(

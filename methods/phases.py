@@ -22,7 +22,7 @@ from nasbench.context import RunContext
 from nasbench.errors import UserError
 from nasbench.spaces.base import Arch
 from nasbench.supernet import Supernet
-from nasbench.train import StepFn, WarmupCosine, plain_step, weight_optimizer
+from nasbench.train import StepFn, WarmupCosine, grad_clip, plain_step, weight_optimizer
 
 
 @dataclass
@@ -73,14 +73,14 @@ class SupernetSearch:
 UNSAMPLED_WEIGHTS = ("step", "skip")
 
 
-def step_options(method_cfg: Mapping[str, Any], paths: int = 1) -> StepOptions:
+def step_options(method_cfg: Mapping[str, Any], paths: int = 1, clip: float | None = None) -> StepOptions:
     """The method config's ``unsampled_weights``: ``step`` (official DSNAS, SPOS, GDAS, DARTS, SNAS:
     every candidate's gradient is zeroed, not dropped, so candidates that did not run still get
     weight decay and their momentum step) or ``skip`` (official ProxylessNAS: they stay untouched)."""
     policy = str(method_cfg.get("unsampled_weights", "step"))
     if policy not in UNSAMPLED_WEIGHTS:
         raise UserError(f"method.unsampled_weights={policy}: must be one of {', '.join(UNSAMPLED_WEIGHTS)}")
-    return StepOptions(paths=paths, set_to_none=policy == "skip")
+    return StepOptions(paths=paths, set_to_none=policy == "skip", grad_clip=clip)
 
 
 def start_search(
@@ -110,13 +110,14 @@ def start_search(
         float(ctx.budget["lr"]),
         search_epochs * steps + horizon_extra_steps,
         warmup_steps=round(float(ctx.budget.get("warmup_epochs", 0)) * steps),
+        final_lr=float(ctx.budget.get("lr_min", 0.0)),
     )
     sampler = ctx.generator("arch-sample")  # the same stream on every rank: the same paths
     # DDP must look for unused weights when a step runs one path or a fixed decision runs one op
     # (or when k paths per step leave every rank with different candidates unused)
     partial = ctx.estimator.single_path or method.fixes_decisions or paths_per_step > 1
     trained = ctx.parallel(supernet, partial)
-    options = step_options(method.cfg, paths_per_step)
+    options = step_options(method.cfg, paths_per_step, grad_clip(ctx.budget))
     return SupernetSearch(supernet, arch, weight_opt, schedule, alpha_opt, sampler, trained, options)
 
 
@@ -169,8 +170,9 @@ def retrain(ctx: RunContext, arch: Arch, phase: str = "retrain", counted: bool =
         float(ctx.budget["lr"]),
         epochs * steps,
         warmup_steps=round(float(ctx.budget.get("warmup_epochs", 0)) * steps),
+        final_lr=float(ctx.budget.get("lr_min", 0.0)),
     )
-    step = plain_step(ctx.parallel(child), optimizer, ctx.trainer.loss)
+    step = plain_step(ctx.parallel(child), optimizer, ctx.trainer.loss, grad_clip(ctx.budget))
     ctx.trainer.run_phase(phase, epochs, step, child, schedule, counted=counted, optimizer=optimizer)
     return child
 

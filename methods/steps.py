@@ -105,6 +105,8 @@ class StepOptions:
 
     paths: int = 1
     set_to_none: bool = True
+    #: the weights' gradient norm is clipped to this before each step (the budget's ``grad_clip``)
+    grad_clip: float | None = None
 
 
 def rank_paths(count: int) -> range:
@@ -204,7 +206,13 @@ def weight_step(
             if sel.weights is not None:
                 sel.weights = sel.weights.detach()
         return train_batch(
-            lambda inputs: supernet(inputs, selection), x, y, loss_fn, weight_opt, set_to_none=options.set_to_none
+            lambda inputs: supernet(inputs, selection),
+            x,
+            y,
+            loss_fn,
+            weight_opt,
+            set_to_none=options.set_to_none,
+            grad_clip=options.grad_clip,
         )
 
     return step
@@ -243,6 +251,7 @@ def estimator_step(
             weight_opt,
             [alpha_opt],
             set_to_none=options.set_to_none,
+            grad_clip=options.grad_clip,
         )
         apply_alpha_update(estimator, arch, selection, alpha_opt, extra_alpha_grad)
         return out

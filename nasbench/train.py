@@ -50,6 +50,7 @@ def train_batch(
     optimizer: torch.optim.Optimizer,
     also_zero: Sequence[torch.optim.Optimizer] = (),
     set_to_none: bool = True,
+    grad_clip: float | None = None,
 ) -> StepOutput:
     """Forward, loss, one backward, one optimizer step; ``also_zero`` optimizers (alpha's) get
     their gradients cleared before the backward so that it fills them afresh.
@@ -57,7 +58,8 @@ def train_batch(
     ``set_to_none=False`` zeroes ``optimizer``'s gradients instead of dropping them, so that a
     parameter the forward did not use (a supernet candidate that was not sampled) still gets its
     weight decay and momentum step, as PyTorch's ``zero_grad`` did before 2.0 and the official
-    DSNAS, SPOS and GDAS code relied on."""
+    DSNAS, SPOS and GDAS code relied on. ``grad_clip``: the weights' gradient norm is clipped to
+    it before the step (``clip_grad_norm_``; the budget's ``grad_clip``, as DARTS, GDAS and SNAS)."""
     with autocast(x.device.type):  # bf16 on GPUs by default (``precision``); off on the CPU
         logits = forward(x)
         loss = loss_fn(logits, y)
@@ -65,19 +67,25 @@ def train_batch(
     for opt in also_zero:
         opt.zero_grad(set_to_none=True)
     loss.backward()
+    if grad_clip is not None:
+        params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        nn.utils.clip_grad_norm_(params, float(grad_clip))
     optimizer.step()
     return StepOutput(loss.detach(), (logits.argmax(1) == y).sum(), y.shape[0])
 
 
 def plain_step(
-    model: nn.Module, optimizer: torch.optim.Optimizer, loss_fn: Callable[[Tensor, Tensor], Tensor]
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    loss_fn: Callable[[Tensor, Tensor], Tensor],
+    grad_clip: float | None = None,
 ) -> StepFn:
     """One training step of a stand-alone network (finetune, retrain, the benchmark's floor);
     through ``torch.compile`` with ``compile=true`` (nasbench.device.compiled)."""
     forward = compiled(model)
 
     def step(x: Tensor, y: Tensor) -> StepOutput:
-        return train_batch(forward, x, y, loss_fn, optimizer)
+        return train_batch(forward, x, y, loss_fn, optimizer, grad_clip=grad_clip)
 
     return step
 
@@ -106,8 +114,15 @@ def weight_optimizer(model: nn.Module, cfg: Mapping[str, Any]) -> torch.optim.SG
     )
 
 
+def grad_clip(cfg: Mapping[str, Any]) -> float | None:
+    """The budget's ``grad_clip`` (None: no clipping)."""
+    value = cfg.get("grad_clip")
+    return None if value is None else float(value)
+
+
 class WarmupCosine:
-    """Linear warm-up from ``start_lr`` over ``warmup_steps``, then cosine from ``base_lr`` to 0.
+    """Linear warm-up from ``start_lr`` over ``warmup_steps``, then cosine from ``base_lr`` to
+    ``final_lr`` (the budget's ``lr_min``: 0 for DSNAS's recipe, 0.001 for NAS-Bench-201's).
 
     ``horizon_steps`` may exceed the steps a phase actually runs: DSNAS searches for 80 epochs of
     a 240-epoch cosine and forks there (official code), so its search phase stops a third of the way.
@@ -120,8 +135,9 @@ class WarmupCosine:
         horizon_steps: int,
         warmup_steps: int = 0,
         start_lr: float = 1e-4,
+        final_lr: float = 0.0,
     ) -> None:
-        self.optimizer, self.base_lr = optimizer, base_lr
+        self.optimizer, self.base_lr, self.final_lr = optimizer, base_lr, float(final_lr)
         self.horizon, self.warmup, self.start_lr = max(1, horizon_steps), warmup_steps, start_lr
         self.step_count = 0
         self._apply()
@@ -131,7 +147,7 @@ class WarmupCosine:
         if t < self.warmup:
             return self.start_lr + (self.base_lr - self.start_lr) * t / self.warmup
         progress = min(1.0, (t - self.warmup) / max(1, self.horizon - self.warmup))
-        return 0.5 * self.base_lr * (1.0 + math.cos(math.pi * progress))
+        return self.final_lr + 0.5 * (self.base_lr - self.final_lr) * (1.0 + math.cos(math.pi * progress))
 
     def _apply(self) -> None:
         for group in self.optimizer.param_groups:
