@@ -80,7 +80,9 @@ def step_options(method_cfg: Mapping[str, Any], paths: int = 1, clip: float | No
     policy = str(method_cfg.get("unsampled_weights", "step"))
     if policy not in UNSAMPLED_WEIGHTS:
         raise UserError(f"method.unsampled_weights={policy}: must be one of {', '.join(UNSAMPLED_WEIGHTS)}")
-    return StepOptions(paths=paths, set_to_none=policy == "skip", grad_clip=clip)
+    alpha_clip = method_cfg.get("alpha_grad_clip")
+    alpha_clip = None if alpha_clip is None else float(alpha_clip)
+    return StepOptions(paths=paths, set_to_none=policy == "skip", grad_clip=clip, alpha_grad_clip=alpha_clip)
 
 
 def start_search(

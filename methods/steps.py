@@ -107,6 +107,9 @@ class StepOptions:
     set_to_none: bool = True
     #: the weights' gradient norm is clipped to this before each step (the budget's ``grad_clip``)
     grad_clip: float | None = None
+    #: alpha's gradient norm is clipped to this before its step (``method.alpha_grad_clip``;
+    #: official SNAS: 10)
+    alpha_grad_clip: float | None = None
 
 
 def rank_paths(count: int) -> range:
@@ -159,6 +162,7 @@ def apply_alpha_update(
     selection: Selection | Sequence[Selection],
     alpha_opt: torch.optim.Optimizer,
     extra_alpha_grad: ExtraGrad | None = None,
+    alpha_grad_clip: float | None = None,
 ) -> None:
     """Turn what the backward left into alpha's gradient, step alpha, keep fixed rows fixed.
 
@@ -180,6 +184,8 @@ def apply_alpha_update(
         distributed.average_(arch.alpha.grad)  # every rank's batch part: alpha stays identical
         for i in arch.fixed:
             arch.alpha.grad[i] = 0.0
+        if alpha_grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_([arch.alpha], float(alpha_grad_clip))
         alpha_opt.step()
         for sel in selections:
             estimator.after_alpha_step(arch, sel)
@@ -253,7 +259,7 @@ def estimator_step(
             set_to_none=options.set_to_none,
             grad_clip=options.grad_clip,
         )
-        apply_alpha_update(estimator, arch, selection, alpha_opt, extra_alpha_grad)
+        apply_alpha_update(estimator, arch, selection, alpha_opt, extra_alpha_grad, options.alpha_grad_clip)
         return out
 
     return step

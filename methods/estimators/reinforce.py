@@ -1,5 +1,6 @@
 """REINFORCE with a moving-average baseline (Williams, 1992; as in ENAS, Pham et al., ICML 2018,
-Sec. 2.2, and the REINFORCE baseline of NAS-Bench-201, Dong & Yang, ICLR 2020).
+Sec. 2.2). Its baseline decay follows NAS-Bench-201's REINFORCE (Dong & Yang, ICLR 2020), whose
+reward is a table lookup rather than a weight-sharing score (methods/table_baselines.py).
 
 Each step samples s_i ~ Categorical(p_i) for every decision and runs only s_i, unscaled: the
 forward is the single-path child's. After the forward the pipeline puts a scalar reward R
