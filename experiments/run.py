@@ -63,7 +63,16 @@ def build_space(cfg: DictConfig, spec: InputSpec) -> SearchSpace:
         raise UserError(
             f"space {cfg.space.name!r} has no preset for scale={cfg.scale.name}; it has: {', '.join(presets)}"
         )
-    return SPACES.get(cfg.space.name)(OmegaConf.to_container(presets[cfg.scale.name], resolve=True), spec)
+    preset = OmegaConf.to_container(presets[cfg.scale.name], resolve=True)
+    options = OmegaConf.select(cfg, f"method.space_options.{cfg.space.name}") or {}
+    unknown = sorted(set(options) - set(preset))
+    if unknown:
+        raise UserError(
+            f"method.space_options.{cfg.space.name} sets {', '.join(unknown)}, which space {cfg.space.name} does not"
+            f" have; its options: {', '.join(sorted(preset))}"
+        )
+    preset.update(OmegaConf.to_container(options, resolve=True) if options else {})
+    return SPACES.get(cfg.space.name)(preset, spec)
 
 
 POSITIVE_BUDGET_KEYS = ("batch_size", "eval_batch_size", "bn_recal_batches")

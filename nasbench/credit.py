@@ -97,6 +97,8 @@ def _arm_batchnorm(bn: nn.BatchNorm2d, weights: Tensor, decision: int, op: int) 
 def run_with_credit(op_module: nn.Module, x: Tensor, weights: Tensor, decision: int, op: int, cheap: bool) -> Tensor:
     """Run the active op so that the backward adds its credit to ``weights.grad[decision, op]``."""
     kind = getattr(op_module, "credit_kind", "output") if cheap else "output"
+    if kind == "batchnorm" and op_module.credit_bn.weight is None:  # a non-affine BatchNorm has no gamma
+        kind = "output"
     if kind == "zero":
         return op_module(x)
     if kind == "linear":

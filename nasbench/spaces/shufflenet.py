@@ -10,6 +10,15 @@ code path is the same at every scale.
 Blocks follow ShuffleNetV2 (Ma et al., ECCV 2018) as used by SPOS/DSNAS: a stride-1 block
 splits its input into two halves (a channel shuffle), passes one through and transforms the
 other; a stride-2 block transforms the whole input in two branches. Both concatenate.
+
+Network options (preset keys; a method chooses them with ``method.space_options.shufflenet``):
+``bn_eps`` (1e-5, PyTorch's; official DSNAS search: 1e-2), ``supernet_bn_affine`` (true;
+official SPOS supernet: false, its BatchNorms learn no scale or shift; a network built to be
+trained from scratch keeps affine BatchNorm), ``init`` (``torch``: PyTorch's defaults;
+``official``: the DSNAS/SPOS ``_initialize_weights``: convs N(0, 1/fan-in channels), the stem's
+N(0, 0.01), BatchNorm scale 1 and shift 1e-4, the classifier N(0, 0.01)) and ``dropout`` before
+the classifier (0; official DSNAS ``--use_dropout`` and SPOS: 0.1). The defaults give every
+method the same network, the premise of a comparison; each official choice is one key away.
 """
 
 from __future__ import annotations
@@ -21,6 +30,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from nasbench.errors import UserError
 from nasbench.flops import count_macs
 from nasbench.preprocess import InputAdapter
 from nasbench.spaces import SPACES
@@ -133,8 +143,41 @@ class ShuffleNetChild(nn.Module):
         return self.head(self.blocks(self.stem(self.adapter(x))))
 
 
+INITS = ("torch", "official")
+
+
+def official_init(net: nn.Module) -> None:
+    """The official DSNAS and SPOS ``_initialize_weights`` (network.py of both)."""
+    for name, m in net.named_modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.normal_(m.weight, 0, 0.01 if name.startswith("stem") else 1.0 / m.weight.shape[1])
+        elif isinstance(m, nn.BatchNorm2d):
+            if m.weight is not None:
+                nn.init.constant_(m.weight, 1)
+                nn.init.constant_(m.bias, 0.0001)
+        elif isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, 0, 0.01)
+
+
+def apply_network_options(net: nn.Module, preset: Mapping[str, Any], supernet: bool) -> None:
+    """``bn_eps``, ``supernet_bn_affine`` (only for a supernet and what inherits from it) and ``init``."""
+    init = str(preset.get("init", "torch"))
+    if init not in INITS:
+        raise UserError(f"space option init={init}: must be one of {', '.join(INITS)}")
+    affine = bool(preset.get("supernet_bn_affine", True)) or not supernet
+    for m in net.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eps = float(preset.get("bn_eps", 1e-5))
+            if not affine:  # SPOS's supernet: no learned scale or shift
+                m.affine = False
+                m.register_parameter("weight", None)
+                m.register_parameter("bias", None)
+    if init == "official":
+        official_init(net)
+
+
 class ShuffleNetSupernet(Supernet):
-    def __init__(self, space: ShuffleNetSpace) -> None:
+    def __init__(self, space: ShuffleNetSpace, stand_alone: bool = False) -> None:
         super().__init__()
         p, inputs = space.preset, space.inputs
         self.adapter = InputAdapter(inputs.mean, inputs.std, space.resolution)
@@ -144,6 +187,7 @@ class ShuffleNetSupernet(Supernet):
             for i, (inp, out, stride) in enumerate(space.layer_shapes())
         )
         self.head = Head(p["stage_channels"][-1], p["last_channels"], inputs.num_classes, p.get("dropout", 0.0))
+        apply_network_options(self, p, supernet=not stand_alone)
 
     def body(self, x: Tensor) -> Tensor:
         x = self.stem(self.adapter(x))
@@ -186,7 +230,7 @@ class ShuffleNetSpace(SearchSpace):
 
     def build_child(self, arch: Sequence[int], supernet: Supernet | None = None) -> ShuffleNetChild:
         arch = self.validate(arch)
-        net = supernet if supernet is not None else self.build_supernet()
+        net = supernet if supernet is not None else ShuffleNetSupernet(self, stand_alone=True)
         blocks = [layer.candidates[k] for layer, k in zip(net.layers, arch)]
         child = ShuffleNetChild(net.adapter, net.stem, blocks, net.head)
         # a fresh supernet is private to this call: no copy needed; an inherited one is copied
