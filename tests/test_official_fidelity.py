@@ -316,3 +316,25 @@ def test_gdas_official_form_has_forward_gdas_gradient() -> None:
     torch.testing.assert_close(paper_logits, logits)  # the same forward
     torch.testing.assert_close(official_again, official)
     assert (paper - official).abs().max() > 1e-3 * official.abs().max()  # the control
+
+
+def test_bad_official_options_are_one_line(tmp_path) -> None:
+    from conftest import run_entry
+
+    cases = [
+        (["method.paths_per_step=0"], "error: method.paths_per_step=0: must be auto or a whole number of at least 1"),
+        (
+            ["method.paths_per_step=2", "estimator=binary_gate"],
+            "error: method.paths_per_step=2: estimator binary_gate adjusts alpha after each step for its one sampled"
+            " path; use method.paths_per_step=1 with it",
+        ),
+        (
+            ["method=spos", "method.unsampled_weights=maybe"],
+            "error: method.unsampled_weights=maybe: must be one of step, skip",
+        ),
+    ]
+    for i, (args, message) in enumerate(cases):
+        run_dir = tmp_path / str(i)
+        proc = run_entry("run.py", "scale=tiny", "progress=false", *args, f"hydra.run.dir={run_dir}")
+        assert proc.returncode != 0 and proc.stderr.strip().splitlines() == [message], proc.stderr[-2000:]
+        assert not run_dir.exists()  # refused before it wrote anything of its own
