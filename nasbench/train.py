@@ -58,12 +58,21 @@ def train_batch(
     ``set_to_none=False`` zeroes ``optimizer``'s gradients instead of dropping them, so that a
     parameter the forward did not use (a supernet candidate that was not sampled) still gets its
     weight decay and momentum step, as PyTorch's ``zero_grad`` did before 2.0 and the official
-    DSNAS, SPOS and GDAS code relied on. ``grad_clip``: the weights' gradient norm is clipped to
-    it before the step (``clip_grad_norm_``; the budget's ``grad_clip``, as DARTS, GDAS and SNAS)."""
+    DSNAS, SPOS and GDAS code relied on. Gradients that do not exist yet are created as zeros,
+    so every candidate decays from the first step (the official code: from its first sample, a
+    difference of the first few steps) and a resumed run equals an uninterrupted one.
+    ``grad_clip``: the weights' gradient norm is clipped to it before the step
+    (``clip_grad_norm_``; the budget's ``grad_clip``, as DARTS, GDAS and SNAS)."""
     with autocast(x.device.type):  # bf16 on GPUs by default (``precision``); off on the CPU
         logits = forward(x)
         loss = loss_fn(logits, y)
     optimizer.zero_grad(set_to_none=set_to_none)
+    if not set_to_none:  # every gradient exists from the first step: a resumed run (whose gradients
+        # were not saved) then decays exactly what the uninterrupted run decays
+        for group in optimizer.param_groups:
+            for param in group["params"]:
+                if param.grad is None:
+                    param.grad = torch.zeros_like(param)
     for opt in also_zero:
         opt.zero_grad(set_to_none=True)
     loss.backward()
