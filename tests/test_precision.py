@@ -89,3 +89,32 @@ def test_compile_gives_the_eager_childs_training_steps(restore_precision) -> Non
         weights[flag] = torch.cat([p.detach().flatten() for p in child.parameters()])
     assert losses[True] == pytest.approx(losses[False], rel=1e-4)
     assert torch.allclose(weights[True], weights[False], atol=1e-5)
+
+
+OFFICIAL_OPTIONS = [
+    ("dsnas", "nb201", ("method.paths_per_step=2",)),
+    ("snas", "nb201", ("method.resource_lambda=1.0",)),
+    ("gdas", "nb201", ("estimator.form=official",)),
+    ("spos", "shufflenet", ("+method.space_options.shufflenet.supernet_bn_affine=false",)),
+]
+
+
+@pytest.mark.parametrize(("method", "space", "options"), OFFICIAL_OPTIONS, ids=lambda v: str(v))
+def test_official_options_complete_under_bf16(method: str, space: str, options: tuple[str, ...], tmp_path) -> None:
+    """The options that reproduce each official run (docs/fidelity.md: k paths per step, SNAS's
+    resource penalty, GDAS's forward_gdas, SPOS's non-affine supernet BatchNorm) take code paths
+    the defaults do not; under bf16 autocast they train with finite float32 losses as well."""
+    summary = _tiny_run(
+        tmp_path / "bf16", f"method={method}", f"space={space}", "precision=bf16", "device=cpu", *SMALL, *options
+    )
+    assert summary["status"] == "complete" and summary["precision"] == "bf16"
+    records = [json.loads(line) for line in (tmp_path / "bf16" / "metrics.jsonl").open()]
+    losses = [r["loss"] for r in records if "loss" in r]
+    assert losses and all(math.isfinite(v) for v in losses)
+    assert 0.0 <= summary["final_acc"] <= 1.0
+    for option in options:  # the option reached the run (its resolved config records it)
+        path, value = option.lstrip("+").split("=")
+        node = summary["config"]
+        for key in path.split("."):
+            node = node[key]
+        assert str(node).lower() == value.lower()
