@@ -76,7 +76,7 @@ def searched_supernet(cfg: DictConfig, method: Method, ctx: RunContext) -> tuple
                 f"supernet_from={folder} holds a {key}={state[key]} supernet, but this run has {key}={value};"
                 f" pass {key}={state[key]} or another folder"
             )
-    supernet = ctx.space.build_supernet()
+    supernet = ctx.space.build_supernet(one_stage=method.one_stage)
     try:
         supernet.load_state_dict(state["state_dict"])
     except RuntimeError:

@@ -79,16 +79,40 @@ POSITIVE_BUDGET_KEYS = ("batch_size", "eval_batch_size", "bn_recal_batches")
 NON_NEGATIVE_BUDGET_KEYS = ("finetune_epochs", "retrain_epochs", "scored_archs", "warmup_epochs")
 
 
+def space_budget_overrides(cfg: DictConfig, budget: dict) -> dict:
+    """The space preset's ``budget_overrides`` at this scale (darts at cpu scale trains on a
+    subset: an all-ops step of its supernet costs about 10 child steps on 2 CPU cores). They
+    apply to every method alike, only when the budget is the scale's own (a named protocol such
+    as budget=darts is left as it is) and only to keys the command line does not set; the run
+    record lists them under the budget's ``space_overrides``."""
+    preset = OmegaConf.select(cfg, f"space.presets.{cfg.scale.name}") or {}
+    wanted = preset.get("budget_overrides") or {}
+    if not wanted or budget.get("name") != cfg.scale.name:
+        return {}
+    try:
+        given = {o.split("=", 1)[0].lstrip("+~") for o in HydraConfig.get().overrides.task}
+    except ValueError:  # not under Hydra (a test calling this directly)
+        given = set()
+    unknown = sorted(set(wanted) - set(budget))
+    if unknown:
+        raise UserError(f"space {cfg.space.name}: budget_overrides sets {', '.join(unknown)}, which no budget has")
+    applied = {k: v for k, v in OmegaConf.to_container(wanted).items() if f"budget.{k}" not in given}
+    return {**applied, "space_overrides": applied} if applied else {}
+
+
 def check_budget(cfg: DictConfig) -> dict:
     """The resolved shared budget; refuses impossible numbers and method configs that would
     change it for one method only (README, "Budgets")."""
     budget = OmegaConf.to_container(cfg.budget, resolve=True)
+    budget.update(space_budget_overrides(cfg, budget))
     for key in POSITIVE_BUDGET_KEYS:
         if float(budget[key]) < 1:
             raise UserError(f"budget.{key}={budget[key]}: must be at least 1")
     for key in NON_NEGATIVE_BUDGET_KEYS:
         if float(budget[key]) < 0:
             raise UserError(f"budget.{key}={budget[key]}: must not be negative")
+    if budget.get("retrain_batch_size") is not None and float(budget["retrain_batch_size"]) < 1:
+        raise UserError(f"budget.retrain_batch_size={budget['retrain_batch_size']}: must be at least 1 (or null)")
     overlap = sorted(set(budget) & set(cfg.method) - {"name"})
     if overlap:
         raise UserError(

@@ -87,7 +87,8 @@ class AlphaSearch(Method):
             s,
             estimator_schedule(ctx, search_epochs - warmup),
         )
-        return SearchOutcome(s.supernet, s.arch.derive(), s.arch, alpha_extra(self, s.arch))
+        arch = self.ctx.space.derive(s.arch.probs().detach(), s.arch.fixed)  # darts: DARTS's top-2 rule
+        return SearchOutcome(s.supernet, arch, s.arch, alpha_extra(self, s.arch))
 
     def finish(self, outcome: SearchOutcome) -> MethodResult:
         return two_stage_finish(self.ctx, outcome.arch, outcome.supernet, outcome.extra)

@@ -20,6 +20,7 @@ from methods.steps import PATHS, StepOptions
 from nasbench.arch_params import ArchParameters
 from nasbench.context import RunContext
 from nasbench.errors import UserError
+from nasbench.retrain_recipe import drop_path_schedule, with_auxiliary
 from nasbench.spaces.base import Arch
 from nasbench.supernet import Supernet
 from nasbench.train import StepFn, WarmupCosine, grad_clip, plain_step, weight_optimizer
@@ -96,7 +97,7 @@ def start_search(
     budget's ``arch_lr_multiplier``.
     """
     ctx, cfg = method.ctx, method.cfg
-    supernet = ctx.place(ctx.space.build_supernet())
+    supernet = ctx.place(ctx.space.build_supernet(one_stage=method.one_stage))
     init = cfg.get("alpha_init") or {"mean": 0.0, "std": 1e-3}
     arch = ArchParameters(ctx.space.candidate_mask(), init["mean"], init["std"], ctx.generator("alpha-init"))
     alpha_opt = None
@@ -160,23 +161,43 @@ def inherit(ctx: RunContext, arch: Arch, supernet: Supernet) -> tuple[nn.Module,
 
 
 def retrain(ctx: RunContext, arch: Arch, phase: str = "retrain", counted: bool = True) -> nn.Module:
-    """Train the child of ``arch`` from scratch with the shared recipe (metered as ``phase``)."""
-    epochs = int(ctx.budget["retrain_epochs"])
+    """Train the evaluation network of ``arch`` from scratch with the shared recipe (metered as
+    ``phase``): the stand-alone child, or the space's own evaluation network with its recipe
+    (darts: auxiliary head, drop-path, cutout; nasbench/retrain_recipe.py). The budget's
+    ``retrain_batch_size`` and ``retrain_lr_min`` (null: the search's) set the retrain's batch and
+    the cosine's floor. Returns the network as deployed (without an auxiliary head)."""
+    budget = ctx.budget
+    epochs = int(budget["retrain_epochs"])
     if epochs < 1:
         raise UserError(f"retrain_epochs={epochs}: a two-stage method must retrain for at least 1 epoch")
-    child = ctx.place(ctx.space.build_child(arch))
-    optimizer = weight_optimizer(child, ctx.budget)
-    steps = ctx.trainer.steps_per_epoch()
+    recipe = ctx.space.eval_recipe()
+    batch = int(budget.get("retrain_batch_size") or 0) or None
+    floor = budget.get("retrain_lr_min")
+    child = ctx.place(ctx.space.build_eval_network(arch))
+    optimizer = weight_optimizer(child, budget)
+    steps = ctx.trainer.steps_per_epoch(batch_size=batch)
     schedule = WarmupCosine(
         optimizer,
-        float(ctx.budget["lr"]),
+        float(budget["lr"]),
         epochs * steps,
-        warmup_steps=round(float(ctx.budget.get("warmup_epochs", 0)) * steps),
-        final_lr=float(ctx.budget.get("lr_min", 0.0)),
+        warmup_steps=round(float(budget.get("warmup_epochs", 0)) * steps),
+        final_lr=float(budget.get("lr_min", 0.0) if floor is None else floor),
     )
-    step = plain_step(ctx.parallel(child), optimizer, ctx.trainer.loss, grad_clip(ctx.budget))
-    ctx.trainer.run_phase(phase, epochs, step, child, schedule, counted=counted, optimizer=optimizer)
-    return child
+    loss = with_auxiliary(ctx.trainer.loss, recipe.auxiliary_weight)
+    step = plain_step(ctx.parallel(child), optimizer, loss, grad_clip(budget))
+    on_epoch = drop_path_schedule(child, recipe.drop_path, epochs) if hasattr(child, "drop_path_prob") else None
+    ctx.trainer.run_phase(
+        phase,
+        epochs,
+        step,
+        child,
+        schedule,
+        on_epoch_start=on_epoch,
+        counted=counted,
+        optimizer=optimizer,
+        loader_options={"batch_size": batch, "cutout": recipe.cutout},
+    )
+    return ctx.space.deployable(child)
 
 
 def two_stage_finish(ctx: RunContext, arch: Arch, supernet: Supernet, extra: Mapping[str, Any]) -> MethodResult:

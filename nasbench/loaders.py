@@ -28,7 +28,9 @@ class TensorLoader:
     """Batches of an in-memory :class:`TensorImages`, shuffled by a seeded generator.
 
     Augmentation runs on whole batches: random crops of a zero-padded copy (``crop_padding``
-    pixels each side) and horizontal flips (``hflip``), the usual CIFAR/MNIST recipe.
+    pixels each side) and horizontal flips (``hflip``), the usual CIFAR/MNIST recipe, and, for an
+    evaluation protocol that asks for it, DARTS's cutout (``cutout`` pixels, filled with
+    ``cutout_fill``, the data set's mean).
     """
 
     def __init__(
@@ -72,6 +74,10 @@ class TensorLoader:
             torch.randint(0, 2, (b,), generator=gen)
         if self.augment.get("hflip", False):
             torch.rand(b, generator=gen)
+        if int(self.augment.get("cutout", 0)) > 0:
+            h, w = self.data.images.shape[-2:]
+            torch.randint(0, h, (b,), generator=gen)
+            torch.randint(0, w, (b,), generator=gen)
 
     def _augment(self, x: Tensor, gen: torch.Generator) -> Tensor:
         pad = int(self.augment.get("crop_padding", 0))
@@ -88,6 +94,17 @@ class TensorLoader:
         if self.augment.get("hflip", False):
             flip = (torch.rand(b, generator=gen) < 0.5).to(x.device)
             x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+        cut = int(self.augment.get("cutout", 0))
+        if cut > 0:  # DARTS's Cutout: a square of side ``cut`` around a uniform centre, clipped
+            cy = torch.randint(0, h, (b,), generator=gen).to(x.device)
+            cx = torch.randint(0, w, (b,), generator=gen).to(x.device)
+            ys, xs = torch.arange(h, device=x.device), torch.arange(w, device=x.device)
+            rows = (ys >= (cy - cut // 2)[:, None]) & (ys < (cy + cut // 2)[:, None])
+            cols = (xs >= (cx - cut // 2)[:, None]) & (xs < (cx + cut // 2)[:, None])
+            inside = rows[:, None, :, None] & cols[:, None, None, :]
+            # the official mask zeroes the normalised image: the data set's mean in [0, 1] pixels
+            fill = torch.tensor(self.augment.get("cutout_fill", [0.0]), dtype=x.dtype, device=x.device)
+            x = torch.where(inside, fill.view(1, -1, 1, 1), x)
         return x
 
     def __iter__(self) -> Iterator[tuple[Tensor, Tensor]]:

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from nasbench import distributed
 from nasbench.budget import BudgetMeter, PhaseRecord
 from nasbench.checkpoint import Checkpointer
-from nasbench.data import DataBundle, on_device, split, subset
+from nasbench.data import DataBundle, TensorImages, on_device, split, subset
 from nasbench.device import autocast, compiled
 from nasbench.errors import UserError
 from nasbench.loaders import make_loader
@@ -64,8 +64,9 @@ def train_batch(
     ``grad_clip``: the weights' gradient norm is clipped to it before the step
     (``clip_grad_norm_``; the budget's ``grad_clip``, as DARTS, GDAS and SNAS)."""
     with autocast(x.device.type):  # bf16 on GPUs by default (``precision``); off on the CPU
-        logits = forward(x)
-        loss = loss_fn(logits, y)
+        out = forward(x)
+        loss = loss_fn(out, y)
+    logits = out[0] if isinstance(out, tuple) else out  # (logits, auxiliary logits): DARTS's evaluation network
     optimizer.zero_grad(set_to_none=set_to_none)
     if not set_to_none:  # every gradient exists from the first step: a resumed run (whose gradients
         # were not saved) then decays exactly what the uninterrupted run decays
@@ -237,20 +238,41 @@ class Trainer:
         self.checkpoint = Checkpointer(None)
 
     # ----- data ----------------------------------------------------------------------------
-    def _loader(self, part: str, augment: bool, shuffle: bool = True, shard: bool = False) -> Any:
+    def _loader(
+        self,
+        part: str,
+        augment: bool,
+        shuffle: bool = True,
+        shard: bool = False,
+        batch_size: int | None = None,
+        cutout: int = 0,
+    ) -> Any:
         """``shard``: in a distributed run, this rank's part of every batch (training phases
-        only; scoring, BatchNorm recalibration and evaluation read whole sets on every rank)."""
+        only; scoring, BatchNorm recalibration and evaluation read whole sets on every rank).
+        ``batch_size`` (default: the budget's) and ``cutout``: an evaluation protocol's retrain
+        (nasbench/retrain_recipe.py)."""
         shard = shard and distributed.current().enabled
+        batch = int(batch_size or self.cfg["batch_size"])
         key = f"{part}-{augment}-{shuffle}" + ("-shard" if shard else "")
+        key += f"-b{batch}" if batch_size else ""
+        key += f"-cutout{cutout}" if cutout else ""
         if key not in self._loaders:
             data = {"train": self.train_set, "search": self.search_set, "valid": self.valid_set}[part]
+            extra = dict(self.data.augment) if augment and self.cfg.get("augment", True) else None
+            if cutout and extra is not None:
+                if not isinstance(data, TensorImages):
+                    raise UserError(
+                        f"cutout={cutout}: cutout is implemented for in-memory data sets (CIFAR, Fashion-MNIST),"
+                        f" not for {self.data.name}; set the space's cutout to 0"
+                    )
+                extra.update(cutout=cutout, cutout_fill=list(self.data.spec.mean))
             self._loaders[key] = make_loader(
                 data,
-                int(self.cfg["batch_size"]),
+                batch,
                 shuffle=shuffle,
                 drop_last=shuffle,
                 seed=self.seed + {"train": 0, "search": 0, "valid": 7919}[part],
-                augment=self.data.augment if augment and self.cfg.get("augment", True) else None,
+                augment=extra,
                 workers=int(self.cfg.get("workers", 2)),
                 shard=shard,
                 device=self.device,
@@ -284,7 +306,9 @@ class Trainer:
             )
         return self._loaders["test"]
 
-    def steps_per_epoch(self, search: bool = False) -> int:
+    def steps_per_epoch(self, search: bool = False, batch_size: int | None = None) -> int:
+        if batch_size:
+            return len(self._loader("search" if search else "train", True, batch_size=batch_size))
         return len(self.search_loader() if search else self.train_loader())
 
     def loss(self, logits: Tensor, target: Tensor) -> Tensor:
@@ -313,13 +337,15 @@ class Trainer:
         counted: bool = True,
         optimizer: torch.optim.Optimizer | None = None,
         state: Mapping[str, Any] | None = None,
+        loader_options: Mapping[str, Any] | None = None,
     ) -> None:
         """Train ``epochs`` epochs of ``step`` over the training set, metered as phase ``name``
         (``counted=False``: a measurement of the benchmark, left out of the run's device-hours).
 
         ``on_epoch_start(epoch)`` may return fields for the epoch's metrics record (early fix);
         ``epoch_info()`` adds fields at the epoch's end (temperature, alpha entropy).
-        ``search=True`` trains on the search split's training part instead of the whole set.
+        ``search=True`` trains on the search split's training part instead of the whole set;
+        ``loader_options`` (``batch_size``, ``cutout``) change its loader (an evaluation recipe).
 
         Every epoch is a checkpoint unit (nasbench.checkpoint): ``model``, ``schedule``,
         ``optimizer``, ``step`` (if it keeps state) and the named objects of ``state`` go into the
@@ -337,7 +363,7 @@ class Trainer:
             if record is not None and epochs > 0:  # saved before the phase closed
                 self.meter.phases.append(PhaseRecord(**record))
             return
-        loader = self._loader("search" if search else "train", True, shard=True)
+        loader = self._loader("search" if search else "train", True, shard=True, **(loader_options or {}))
         with self.meter.phase(name, counted, resume=ck.open_phase(name)) as record:
             for epoch in range(first, epochs):
                 ck.begin_unit()

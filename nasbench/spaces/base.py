@@ -19,6 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from nasbench.errors import UserError
+from nasbench.retrain_recipe import EvalRecipe
 from nasbench.supernet import Supernet
 
 Arch = tuple[int, ...]
@@ -124,14 +125,40 @@ class SearchSpace(ABC):
             raise UserError(f"space {self.name!r} has {self.size():.3g} architectures; too many to enumerate")
         return itertools.product(*(range(len(d.candidates)) for d in self.decisions))
 
+    def derive(self, probs: Tensor, fixed: Mapping[int, int] | None = None) -> Arch:
+        """The architecture a method that learns alpha derives from p = softmax(alpha): the most
+        likely candidate of every decision, fixed decisions at their op. A space with its own rule
+        overrides it (darts: DARTS's top-2 inputs per node)."""
+        arch = probs.detach().argmax(-1).tolist()
+        for i, k in (fixed or {}).items():
+            arch[i] = k
+        return tuple(int(k) for k in arch)
+
     # ----- networks ------------------------------------------------------------------------
     @abstractmethod
-    def build_supernet(self) -> Supernet:
-        """The weight-sharing network holding every candidate."""
+    def build_supernet(self, one_stage: bool = False) -> Supernet:
+        """The weight-sharing network holding every candidate; ``one_stage``: the one a method
+        that deploys its searched child searches in (the same network, unless the space's
+        deployed network differs from its search network, as darts's evaluation network)."""
 
     @abstractmethod
     def build_child(self, arch: Sequence[int], supernet: Supernet | None = None) -> nn.Module:
         """The stand-alone network of one architecture; copies the supernet's weights if given."""
+
+    def build_eval_network(self, arch: Sequence[int]) -> nn.Module:
+        """The network a two-stage method retrains from scratch for ``arch``: the stand-alone
+        child, unless the space has a separate evaluation network (darts)."""
+        return self.build_child(arch)
+
+    def eval_recipe(self) -> EvalRecipe:
+        """What the retrain of the evaluation network adds to the shared budget (the preset's
+        ``auxiliary_weight``, ``drop_path``, ``cutout``; none of them by default)."""
+        return EvalRecipe.from_preset(self.preset)
+
+    def deployable(self, net: nn.Module) -> nn.Module:
+        """``net`` as deployed after training: parts that only train (darts's auxiliary head)
+        removed."""
+        return net
 
     @abstractmethod
     def candidate_macs(self) -> Tensor:

@@ -239,7 +239,7 @@ class NB201Space(SearchSpace):
         return tuple(arch)
 
     # ----- networks ------------------------------------------------------------------------
-    def build_supernet(self) -> NB201Supernet:
+    def build_supernet(self, one_stage: bool = False) -> NB201Supernet:
         return NB201Supernet(self)
 
     def build_child(self, arch: Sequence[int], supernet: Supernet | None = None) -> NB201Child:

@@ -225,7 +225,7 @@ class ShuffleNetSpace(SearchSpace):
             cin = cout
         return shapes
 
-    def build_supernet(self) -> ShuffleNetSupernet:
+    def build_supernet(self, one_stage: bool = False) -> ShuffleNetSupernet:
         return ShuffleNetSupernet(self)
 
     def build_child(self, arch: Sequence[int], supernet: Supernet | None = None) -> ShuffleNetChild:

@@ -1,0 +1,234 @@
+"""The DARTS cell space (Liu et al., ICLR 2019; quark0/darts), the space DARTS, SNAS, GDAS,
+PC-DARTS and P-DARTS report on.
+
+28 decisions: the 14 edges of the normal cell, then the 14 of the reduction cell, each one of 8
+ops (``darts_ops.OPS``: none, max_pool_3x3, avg_pool_3x3, skip_connect, sep_conv_3x3,
+sep_conv_5x5, dil_conv_3x3, dil_conv_5x5). One alpha row per edge and cell type, shared by every
+cell of that type, as alpha_normal / alpha_reduce in the DARTS code. ``none`` is an absent edge,
+so an architecture is a cell with any number of inputs per node (darts_genotype.py).
+
+Networks, by preset keys:
+- the **search network** (``cells``, ``channels``): every method searches in it. The DARTS
+  search network's BatchNorm is non-affine in the cells, with a non-affine BatchNorm after every
+  pooling op (``MixedOp``); the stem's is affine. An inherited child keeps those modules, so it is
+  the supernet's path exactly.
+- the **evaluation network** (``eval_cells``, ``eval_channels``): what a two-stage method retrains
+  from scratch (``NetworkCIFAR``: affine BatchNorm, no BatchNorm after pools, an auxiliary head
+  after cell 2 * eval_cells // 3 with loss weight ``auxiliary_weight``, drop-path ``drop_path``
+  growing linearly over the epochs, cutout ``cutout`` pixels; nasbench/retrain_recipe.py).
+- a **one-stage method** (DSNAS) deploys the network it searched, so with
+  ``one_stage_network: eval`` (the default) it searches a supernet of the evaluation network's depth
+  and width with the evaluation network's BatchNorm: its child is a network of the size the
+  two-stage methods deploy, and needs no retraining. Its memory per step is one path (about the
+  child's), which is what makes this affordable (DSNAS, Sec. 4). ``one_stage_network: search`` is
+  the 8-cell network instead.
+
+Derivation (``derivation``): ``top2`` (DARTS ``genotype()``: per node the two inputs with the
+largest best non-``none`` weight, each with its best non-``none`` op) for the methods that derive
+from alpha; ``argmax`` keeps every edge's most likely op, ``none`` included (SNAS's edge_all).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from nasbench.errors import UserError
+from nasbench.flops import count_macs
+from nasbench.preprocess import InputAdapter
+from nasbench.spaces import SPACES
+from nasbench.spaces.base import Arch, Decision, InputSpec, SearchSpace
+from nasbench.spaces.darts_genotype import (
+    CONCAT,
+    EDGES,
+    EDGES_PER_CELL,
+    STEPS,
+    Genotype,
+    arch_to_genotype,
+    format_genotype,
+    genotype_to_arch,
+    read_genotype,
+)
+from nasbench.spaces.darts_networks import AuxiliaryHead, Cell, DartsNetwork, build_cells, reduction_cells
+from nasbench.spaces.darts_ops import OPS, make_op
+from nasbench.supernet import Supernet
+
+STEM_MULTIPLIER = 3  # the stem has 3C channels
+DERIVATIONS = ("top2", "argmax")
+ONE_STAGE_NETWORKS = ("eval", "search")
+
+
+class DartsSupernet(Supernet):
+    """The search network: every cell edge a ChoiceBlock over the 8 ops; edge e of every normal
+    cell is decision e, of every reduction cell decision 14 + e. ``deploy``: the one-stage
+    network (the evaluation network's depth, width and affine BatchNorm, no BatchNorm after pools)."""
+
+    def __init__(self, space: DartsSpace, deploy: bool = False) -> None:
+        super().__init__()
+        preset = space.preset
+        layers = int(preset["eval_cells" if deploy else "cells"])
+        c = int(preset["eval_channels" if deploy else "channels"])
+
+        def plan(reduction: bool) -> tuple[list[list[tuple[int, int]]], list[int]]:
+            base = EDGES_PER_CELL if reduction else 0
+            nodes = [[(src, base + EDGES.index((node, src))) for src in range(node)] for node in range(2, 2 + STEPS)]
+            return nodes, list(CONCAT)
+
+        def edge(reduction: bool, decision: int, ch: int, stride: int) -> nn.Module:
+            ops = [make_op(name, ch, stride, affine=deploy, pool_bn=not deploy) for name in OPS]
+            return self.make_choice_block(decision, ops)
+
+        cells, widths = build_cells(layers, c, STEM_MULTIPLIER * c, deploy, plan, edge)
+        self.adapter = space.adapter()
+        self.stem = _stem(space.inputs.channels, STEM_MULTIPLIER * c)
+        self.cells = nn.ModuleList(cells)
+        self.global_pooling = nn.AdaptiveAvgPool2d(1)
+        self.classifier = nn.Linear(widths[-1], space.inputs.num_classes)
+
+    def body(self, x: Tensor) -> Tensor:
+        s0 = s1 = self.stem(self.adapter(x))
+        for cell in self.cells:
+            s0, s1 = s1, cell(s0, s1)
+        return self.classifier(self.global_pooling(s1).flatten(1))
+
+
+def _stem(cin: int, cout: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout))
+
+
+@SPACES.register("darts")
+class DartsSpace(SearchSpace):
+    """28 edges x 8 ops; search, evaluation and one-stage networks as in the DARTS code."""
+
+    name = "darts"
+
+    def __init__(self, preset: Mapping[str, Any], inputs: InputSpec) -> None:
+        super().__init__(preset, inputs)
+        self.resolution: int = self.preset.get("resolution") or inputs.size
+        if self.resolution % 4:
+            raise UserError(f"space darts needs a resolution divisible by 4 (two reductions), got {self.resolution}")
+        for key, allowed in (("derivation", DERIVATIONS), ("one_stage_network", ONE_STAGE_NETWORKS)):
+            if self.preset.get(key, allowed[0]) not in allowed:
+                raise UserError(f"space darts: {key}={self.preset[key]}; allowed: {', '.join(allowed)}")
+        for key in ("channels", "eval_channels"):
+            if int(self.preset[key]) % 2:
+                raise UserError(f"space darts: {key}={self.preset[key]} must be even (FactorizedReduce halves it)")
+        self.decisions = [
+            Decision(f"{cell}:{node}<-{src}", OPS) for cell in ("normal", "reduce") for node, src in EDGES
+        ]
+
+    # ----- architectures -------------------------------------------------------------------
+    def genotype(self, arch: Sequence[int]) -> Genotype:
+        return arch_to_genotype(self.validate(arch))
+
+    def encode(self, arch: Sequence[int]) -> str:
+        """The genotype in the DARTS code's form (nested per node when not two inputs each)."""
+        return format_genotype(self.genotype(arch))
+
+    def decode(self, text: str) -> Arch:
+        """A genotype (any form darts_genotype reads), a published name, or 28 op indices."""
+        s = text.strip()
+        if s.startswith("Genotype") or (s.replace("_", "").isalnum() and not s.isdigit()):
+            return genotype_to_arch(read_genotype(s))
+        return super().decode(s)
+
+    def derive(self, probs: Tensor, fixed: Mapping[int, int] | None = None) -> Arch:
+        """DARTS's ``genotype()`` (top2) or every edge's argmax (argmax); fixed decisions keep their op."""
+        if self.preset.get("derivation", "top2") == "argmax":
+            return super().derive(probs, fixed)
+        p = probs.detach().float().cpu()
+        arch = [0] * self.num_decisions
+        for cell in range(2):
+            base = cell * EDGES_PER_CELL
+            for node in range(2, 2 + STEPS):
+                edges = [base + e for e, (n, _) in enumerate(EDGES) if n == node]
+                best = {e: int(p[e, 1:].argmax()) + 1 for e in edges}  # the best op other than none
+                strength = {e: float(p[e, best[e]]) for e in edges}
+                for e in sorted(edges, key=lambda e: -strength[e])[:2]:
+                    arch[e] = best[e]
+        for i, k in (fixed or {}).items():
+            arch[i] = k
+        return tuple(arch)
+
+    # ----- networks ------------------------------------------------------------------------
+    def adapter(self) -> InputAdapter:
+        return InputAdapter(self.inputs.mean, self.inputs.std, self.resolution)
+
+    def build_supernet(self, one_stage: bool = False) -> DartsSupernet:
+        """The search network; for a one-stage method with ``one_stage_network: eval``, a
+        supernet of the evaluation network's depth, width and affine BatchNorm."""
+        return DartsSupernet(self, deploy=one_stage and self.preset.get("one_stage_network", "eval") == "eval")
+
+    def build_child(self, arch: Sequence[int], supernet: Supernet | None = None) -> DartsNetwork:
+        """The path of ``arch`` through the supernet (its modules, copied when given): the cells
+        keep only the edges whose op is not ``none``."""
+        arch = self.validate(arch)
+        net = supernet if supernet is not None else self.build_supernet()
+        cells: list[Cell] = []
+        for cell in net.cells:
+            base = EDGES_PER_CELL if cell.reduction else 0
+            nodes, edges, e = [], [], 0
+            for node_inputs in cell.nodes:
+                kept = []
+                for src in node_inputs:
+                    k = arch[base + e]
+                    if k:
+                        kept.append(src)
+                        edges.append(cell.edges[e].candidates[k])
+                    e += 1
+                nodes.append(kept)
+            cells.append(Cell(cell.preprocess0, cell.preprocess1, nodes, edges, cell.concat, cell.reduction))
+        child = DartsNetwork(net.adapter, net.stem, cells, net.classifier)
+        return copy.deepcopy(child) if supernet is not None else child
+
+    def build_eval_network(self, arch: Sequence[int] | Genotype) -> DartsNetwork:
+        """The evaluation network of a genotype (or architecture), fresh weights, as
+        ``NetworkCIFAR``: affine BatchNorm, no BatchNorm after pools, and an auxiliary head when
+        ``auxiliary_weight`` > 0."""
+        g = arch if isinstance(arch, Genotype) else self.genotype(arch)
+        layers, c = int(self.preset["eval_cells"]), int(self.preset["eval_channels"])
+
+        def plan(reduction: bool) -> tuple[list[list[tuple[int, str]]], list[int]]:
+            nodes, concat = g.cell(reduction)
+            return [[(src, op) for op, src in node if op != "none"] for node in nodes], list(concat)
+
+        def edge(reduction: bool, op: str, ch: int, stride: int) -> nn.Module:
+            return make_op(op, ch, stride, affine=True)
+
+        cells, widths = build_cells(layers, c, STEM_MULTIPLIER * c, True, plan, edge)
+        after = reduction_cells(layers)[1]
+        aux = None
+        if float(self.preset.get("auxiliary_weight", 0.0)) > 0:
+            aux = AuxiliaryHead(widths[after], self.inputs.num_classes)
+        stem = _stem(self.inputs.channels, STEM_MULTIPLIER * c)
+        classifier = nn.Linear(widths[-1], self.inputs.num_classes)
+        return DartsNetwork(self.adapter(), stem, cells, classifier, auxiliary=aux, auxiliary_after=after)
+
+    def deployable(self, net: nn.Module) -> nn.Module:
+        """The evaluation network without its auxiliary head (it only trains)."""
+        if isinstance(net, DartsNetwork):
+            net.drop_auxiliary()
+        return net
+
+    def candidate_macs(self) -> Tensor:
+        """Each op's multiply-accumulates summed over the search network's cells of its type
+        (a reduction cell's edges from its inputs are strided; those from its nodes are not)."""
+        table = torch.zeros(self.num_decisions, self.max_candidates, dtype=torch.float64)
+        layers, c = int(self.preset["cells"]), int(self.preset["channels"])
+        size = self.resolution
+        for i in range(layers):
+            reduction = i in reduction_cells(layers)
+            c = c * 2 if reduction else c
+            base = EDGES_PER_CELL if reduction else 0
+            for e, (_, src) in enumerate(EDGES):
+                stride = 2 if reduction and src < 2 else 1
+                side = size // 2 if reduction and src >= 2 else size
+                x = torch.zeros(1, c, side, side)
+                for k, name in enumerate(OPS):
+                    table[base + e, k] += count_macs(make_op(name, c, stride, affine=False), x)
+            size = size // 2 if reduction else size
+        return table
