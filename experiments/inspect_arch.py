@@ -3,9 +3,14 @@
     python experiments/inspect_arch.py space=shufflenet scale=paper 'arch=[0,0,3,0,3,2,0,0,3,3,2,3,3,3,2,0,0,3,3,0]'
     python experiments/inspect_arch.py space=nb201 scale=paper \
         'arch="|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"'
+    python experiments/inspect_arch.py space=darts scale=paper arch=DARTS_V2 [data=imagenet]
+    python experiments/inspect_arch.py space=darts scale=paper \
+        'arch="Genotype(normal=[('sep_conv_3x3', 0), ...], normal_concat=[2, 3, 4, 5], reduce=[...], ...)"'
 
-Prints one line per decision, then, as its last line, one JSON object with at least ``params``
-and ``flops``. FLOPs are counted by torch.utils.flop_counter (conv and linear layers) and
+Prints one line per decision (darts: per cell node), then, as its last line, one JSON object with
+at least ``params`` and ``flops`` of the deployed network (darts: the evaluation network, or with
+data=imagenet the mobile-setting ImageNet network, auxiliary head excluded). FLOPs are counted
+by torch.utils.flop_counter (conv and linear layers) and
 reported as multiply-accumulates, the unit of the NAS papers.
 """
 
@@ -42,21 +47,20 @@ def inspect(cfg: DictConfig) -> dict:
     spec = input_spec(reference_data(cfg))
     space = build_space(cfg, spec)
     value = cfg.arch if isinstance(cfg.arch, str) else OmegaConf.to_container(cfg.arch)
-    arch = space.parse_arch(value)
-    child = space.build_child(arch).eval()
+    network, lines, encoded, which = space.inspect(value)
     example = torch.zeros(1, *spec.shape)
-    table = space.candidate_macs()
-    for i, (decision, op) in enumerate(zip(space.decisions, space.describe(arch))):
-        print(f"{decision.name:>10}: {op:<14} {table[i, arch[i]] / 1e6:8.2f} MMACs")
+    for line in lines:
+        print(line)
     result = {
         "space": space.name,
         "scale": cfg.scale.name,
-        "arch": space.encode(arch),
+        "arch": encoded,
+        "network": which,
         "input_shape": list(spec.shape),
         "resolution": getattr(space, "resolution", spec.size),
         "num_classes": spec.num_classes,
-        "params": count_params(child),
-        "flops": count_macs(child, example),
+        "params": count_params(network),
+        "flops": count_macs(network, example),
         "flops_unit": "multiply-accumulates",
     }
     print(json.dumps(result))

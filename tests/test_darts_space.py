@@ -275,3 +275,25 @@ def test_dsnas_credit_on_every_darts_op_equals_the_dummy_multiply(one_stage: boo
             net.zero_grad(set_to_none=True)
         assert torch.allclose(credits["cheap"], credits["multiply"], rtol=1e-4, atol=1e-7), credits
         assert credits["multiply"].abs().max() > 1e-5
+
+
+@pytest.mark.parametrize("kernel", [3, 5])
+@pytest.mark.parametrize("stride", [1, 2])
+def test_dilated_depthwise_equals_the_dilated_convolution(kernel: int, stride: int) -> None:
+    """The CPU path (the pixel phases of a non-dilated convolution) gives the dilated
+    convolution's output and gradients, channels_last or not."""
+    from nasbench.spaces.darts_ops import DilatedDepthwise
+
+    torch.manual_seed(0)
+    conv = DilatedDepthwise(6, kernel, stride)
+    for layout in (torch.contiguous_format, torch.channels_last):
+        x = torch.randn(3, 6, 12, 12).to(memory_format=layout).requires_grad_()
+        ours = conv(x)
+        ref = torch.nn.functional.conv2d(x, conv.weight, None, conv.stride, conv.padding, conv.dilation, conv.groups)
+        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+        g = torch.randn_like(ref)
+        (a,) = torch.autograd.grad(ours, conv.weight, g)
+        (b,) = torch.autograd.grad(ref, conv.weight, g)
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+    odd = torch.randn(2, 6, 11, 11)  # odd sizes run the dilated convolution itself
+    torch.testing.assert_close(conv(odd), torch.nn.Conv2d.forward(conv, odd))

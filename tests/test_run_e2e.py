@@ -66,7 +66,14 @@ def check_summary(summary: dict, method: str, space: str, budget_overrides: tupl
         assert retrain["epochs"] == summary["budget"]["retrain_epochs"] >= 1
     budget = OmegaConf.load(ROOT / "experiments" / "conf" / "budget" / f"{summary['scale']}.yaml")
     budget.merge_with_dotlist([o.removeprefix("budget.") for o in budget_overrides])
-    recorded = {k: v for k, v in summary["budget"].items() if k not in ("data", "augmentation")}
+    # a space preset's budget_overrides (darts), applied for every method and recorded as such
+    space_overrides = summary["budget"].get("space_overrides", {})
+    preset = OmegaConf.load(ROOT / "experiments" / "conf" / "space" / f"{summary['space']}.yaml").presets
+    wanted = OmegaConf.to_container(preset[summary["scale"]]).get("budget_overrides", {})
+    given = {o.removeprefix("budget.").split("=")[0] for o in budget_overrides}
+    assert space_overrides == {k: v for k, v in wanted.items() if k not in given}
+    budget.merge_with(space_overrides)
+    recorded = {k: v for k, v in summary["budget"].items() if k not in ("data", "augmentation", "space_overrides")}
     assert recorded == {k: v for k, v in OmegaConf.to_container(budget).items() if k != "data"}
     assert summary["budget"]["data"] == summary["data"]
 

@@ -160,6 +160,17 @@ class SearchSpace(ABC):
         removed."""
         return net
 
+    def inspect(self, value: str | Sequence[int]) -> tuple[nn.Module, list[str], str, str]:
+        """What experiments/inspect_arch.py prints for an architecture: (the deployed network, one
+        line per decision, the architecture as encoded, which network it is)."""
+        arch = self.parse_arch(value)
+        table = self.candidate_macs()
+        lines = [
+            f"{d.name:>10}: {op:<14} {table[i, arch[i]] / 1e6:8.2f} MMACs"
+            for i, (d, op) in enumerate(zip(self.decisions, self.describe(arch)))
+        ]
+        return self.deployable(self.build_eval_network(arch)).eval(), lines, self.encode(arch), "child"
+
     @abstractmethod
     def candidate_macs(self) -> Tensor:
         """(decisions x max_candidates) multiply-accumulates of each candidate at its place."""

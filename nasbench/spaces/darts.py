@@ -18,10 +18,13 @@ Networks, by preset keys:
   growing linearly over the epochs, cutout ``cutout`` pixels; nasbench/retrain_recipe.py).
 - a **one-stage method** (DSNAS) deploys the network it searched, so with
   ``one_stage_network: eval`` (the default) it searches a supernet of the evaluation network's depth
-  and width with the evaluation network's BatchNorm: its child is a network of the size the
-  two-stage methods deploy, and needs no retraining. Its memory per step is one path (about the
-  child's), which is what makes this affordable (DSNAS, Sec. 4). ``one_stage_network: search`` is
-  the 8-cell network instead.
+  and width, with affine BatchNorm: its child is a network of the size the two-stage methods
+  deploy, and needs no retraining. Its memory per step is one path (about the child's), which is
+  what makes this affordable (DSNAS, Sec. 4). It keeps the search network's BatchNorm after each
+  pooling op: a sampled path keeps every edge whose op is not ``none`` (about 12 of 14), and
+  without that BatchNorm the sums of unnormalised pooling and identity outputs grow from node to
+  node (measured at tiny scale: the search loss rose to 5.4 and the child stayed at chance; with
+  it, 2.4 and 0.56). ``one_stage_network: search`` searches the search network instead.
 
 Derivation (``derivation``): ``top2`` (DARTS ``genotype()``: per node the two inputs with the
 largest best non-``none`` weight, each with its best non-``none`` op) for the methods that derive
@@ -65,7 +68,7 @@ ONE_STAGE_NETWORKS = ("eval", "search")
 class DartsSupernet(Supernet):
     """The search network: every cell edge a ChoiceBlock over the 8 ops; edge e of every normal
     cell is decision e, of every reduction cell decision 14 + e. ``deploy``: the one-stage
-    network (the evaluation network's depth, width and affine BatchNorm, no BatchNorm after pools)."""
+    network (the evaluation network's depth, width and affine BatchNorm; BatchNorm after pools kept)."""
 
     def __init__(self, space: DartsSpace, deploy: bool = False) -> None:
         super().__init__()
@@ -79,7 +82,7 @@ class DartsSupernet(Supernet):
             return nodes, list(CONCAT)
 
         def edge(reduction: bool, decision: int, ch: int, stride: int) -> nn.Module:
-            ops = [make_op(name, ch, stride, affine=deploy, pool_bn=not deploy) for name in OPS]
+            ops = [make_op(name, ch, stride, affine=deploy, pool_bn=True) for name in OPS]
             return self.make_choice_block(decision, ops)
 
         cells, widths = build_cells(layers, c, STEM_MULTIPLIER * c, deploy, plan, edge)
@@ -190,6 +193,8 @@ class DartsSpace(SearchSpace):
         ``NetworkCIFAR``: affine BatchNorm, no BatchNorm after pools, and an auxiliary head when
         ``auxiliary_weight`` > 0."""
         g = arch if isinstance(arch, Genotype) else self.genotype(arch)
+        if self.imagenet:
+            return self._imagenet_network(g)
         layers, c = int(self.preset["eval_cells"]), int(self.preset["eval_channels"])
 
         def plan(reduction: bool) -> tuple[list[list[tuple[int, str]]], list[int]]:
@@ -207,6 +212,66 @@ class DartsSpace(SearchSpace):
         stem = _stem(self.inputs.channels, STEM_MULTIPLIER * c)
         classifier = nn.Linear(widths[-1], self.inputs.num_classes)
         return DartsNetwork(self.adapter(), stem, cells, classifier, auxiliary=aux, auxiliary_after=after)
+
+    def inspect(self, value: str | Sequence[int]) -> tuple[nn.Module, list[str], str, str]:
+        """The evaluation network of a genotype (any form, a published name, or 28 indices; a
+        genotype with two ops on one edge too), one line per node."""
+        if isinstance(value, str) and not value.strip()[:1].isdigit() and not value.strip().startswith("["):
+            g = read_genotype(value)
+        else:
+            g = self.genotype(self.parse_arch(value))
+        lines = []
+        for cell in ("normal", "reduce"):
+            nodes, concat = g.cell(cell == "reduce")
+            for j, node in enumerate(nodes):
+                inputs = ", ".join(f"{op} <- {src}" for op, src in node if op != "none") or "(no input: zero)"
+                lines.append(f"{cell:>6} node {j + 2}: {inputs}")
+            lines.append(f"{cell:>6} concat: {list(concat)}")
+        if self.imagenet:
+            cells, width = self.preset.get("imagenet_cells", 14), self.preset.get("imagenet_channels", 48)
+            label = f"ImageNet network ({cells} cells, C={width})"
+        else:
+            label = f"evaluation network ({self.preset['eval_cells']} cells, C={self.preset['eval_channels']})"
+        return self.deployable(self.build_eval_network(g)).eval(), lines, format_genotype(g), label
+
+    @property
+    def imagenet(self) -> bool:
+        """Inputs of ImageNet size (a working resolution of 128 or more): the evaluation network is
+        DARTS's ``NetworkImageNet`` (the mobile setting) instead of ``NetworkCIFAR``."""
+        return self.resolution >= 128
+
+    def _imagenet_network(self, g: Genotype) -> DartsNetwork:
+        """``NetworkImageNet``: two stride-2 stems (3x3 conv to C/2, BN, ReLU, 3x3 conv to C, BN;
+        then ReLU, 3x3 conv, BN), the first cell reading them as after a reduction, a 7x7 average
+        pool; ``imagenet_cells`` and ``imagenet_channels`` (mobile setting: 14 and 48)."""
+        layers, c = int(self.preset.get("imagenet_cells", 14)), int(self.preset.get("imagenet_channels", 48))
+
+        def plan(reduction: bool) -> tuple[list[list[tuple[int, str]]], list[int]]:
+            nodes, concat = g.cell(reduction)
+            return [[(src, op) for op, src in node if op != "none"] for node in nodes], list(concat)
+
+        def edge(reduction: bool, op: str, ch: int, stride: int) -> nn.Module:
+            return make_op(op, ch, stride, affine=True)
+
+        cells, widths = build_cells(layers, c, c, True, plan, edge, reduction_prev=True)
+        cin = self.inputs.channels
+        stem0 = nn.Sequential(
+            nn.Conv2d(cin, c // 2, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(c // 2),
+            nn.ReLU(inplace=False),
+            nn.Conv2d(c // 2, c, 3, stride=2, padding=1, bias=False),
+            nn.BatchNorm2d(c),
+        )
+        stem1 = nn.Sequential(
+            nn.ReLU(inplace=False), nn.Conv2d(c, c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c)
+        )
+        after = reduction_cells(layers)[1]
+        aux = None
+        if float(self.preset.get("auxiliary_weight", 0.0)) > 0:
+            aux = AuxiliaryHead(widths[after], self.inputs.num_classes, imagenet=True)
+        classifier = nn.Linear(widths[-1], self.inputs.num_classes)
+        pool = nn.AvgPool2d(7)
+        return DartsNetwork(self.adapter(), stem0, cells, classifier, aux, after, stem1=stem1, pool=pool)
 
     def deployable(self, net: nn.Module) -> nn.Module:
         """The evaluation network without its auxiliary head (it only trains)."""
