@@ -142,15 +142,21 @@ def measure(job: dict) -> dict:
     train = {"lr": 0.01, "momentum": 0.9, "weight_decay": 4e-5}
     loss_fn = torch.nn.CrossEntropyLoss()
 
+    one_stage = job["config"] != "child" and METHODS.get(job.get("method", job["config"])).one_stage
+
     def child_step():
-        child = space.build_child(arch).to(device, memory_format=fmt)
+        # the paired floor is the child of the network the method searches (darts: DSNAS's is the
+        # evaluation network's size, the others' the search network's)
+        net = space.build_supernet(one_stage=True) if one_stage else None
+        child = space.build_child(arch, net).to(device, memory_format=fmt)
         return plain_step(child, weight_optimizer(child, train), loss_fn)
 
     if job["config"] == "child":
         step = child_step()
     else:
-        model = space.build_supernet().to(device, memory_format=fmt)
         method = job.get("method", job["config"])
+        # the supernet the method's runs search in (darts: DSNAS's one-stage network is larger)
+        model = space.build_supernet(one_stage=one_stage).to(device, memory_format=fmt)
         step = method_step(
             method,
             job.get("estimator"),

@@ -38,7 +38,7 @@ def one_line_error(proc) -> str:
         (["budget.valid_fraction=1.5"], "valid_fraction=1.5: must lie strictly between 0 and 1"),
         (["budget.scored_archs=0", "method=random"], "scored_archs=0: must be at least 1"),
         (["method=proxyless", "method.alpha_every=0"], "method.alpha_every=0: must be at least 1"),
-        (["budget=huge"], "unknown budget 'huge'; choose one of: cpu, nb201, paper, tiny"),
+        (["budget=huge"], "unknown budget 'huge'; choose one of: cpu, darts, nb201, paper, tiny"),
         (["precision=fp16"], "unknown precision 'fp16'; choose one of: auto, fp32, bf16"),
         (["space=nb201", "arch=x"], None),  # run.py has no arch option: Hydra's own error, still no traceback
     ],

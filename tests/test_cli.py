@@ -31,7 +31,7 @@ METHOD_NAMES = "darts, dsnas, gdas, proxyless, random, reinforce, snas, spos"
     "override, expected",
     [
         ("method=foo", f"error: unknown method 'foo'; choose one of: {METHOD_NAMES}"),
-        ("space=foo", "error: unknown space 'foo'; choose one of: nb201, shufflenet"),
+        ("space=foo", "error: unknown space 'foo'; choose one of: darts, nb201, shufflenet"),
         (
             "estimator=foo",
             "error: unknown estimator 'foo'; choose one of: binary_gate, dsnas, gumbel_softmax, gumbel_st, reinforce,"

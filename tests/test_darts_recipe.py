@@ -89,3 +89,37 @@ def test_auxiliary_head_adds_its_weighted_loss_and_is_not_deployed() -> None:
     assert isinstance(net.eval()(x), torch.Tensor)
     deployed = space.deployable(net)
     assert deployed.auxiliary_head is None and isinstance(deployed.train()(x), torch.Tensor)
+
+
+#: quark0/darts cnn/train_search.py (search) and cnn/train.py (evaluation) argument defaults
+DARTS_PROTOCOL = {
+    "batch_size": 64,
+    "lr": 0.025,
+    "lr_min": 0.001,
+    "momentum": 0.9,
+    "weight_decay": 3e-4,
+    "search_epochs": 50,
+    "grad_clip": 5.0,
+    "valid_fraction": 0.5,
+    "label_smoothing": 0.0,
+    "retrain_epochs": 600,
+    "retrain_batch_size": 96,
+    "retrain_lr_min": 0.0,
+    "arch_lr_multiplier": 1,
+}
+
+
+def test_darts_budget_and_paper_preset_are_the_published_protocol() -> None:
+    from omegaconf import OmegaConf
+
+    from conftest import ROOT
+
+    budget = OmegaConf.load(ROOT / "experiments" / "conf" / "budget" / "darts.yaml")
+    assert {k: budget[k] for k in DARTS_PROTOCOL} == DARTS_PROTOCOL
+    paper = preset("darts", "paper")
+    assert (paper["cells"], paper["channels"], paper["eval_cells"], paper["eval_channels"]) == (8, 16, 20, 36)
+    assert (paper["auxiliary_weight"], paper["drop_path"], paper["cutout"]) == (0.4, 0.2, 16)
+    # every budget has the retrain keys (null: the search's batch and floor)
+    for name in ("cpu", "tiny", "paper", "nb201"):
+        other = OmegaConf.load(ROOT / "experiments" / "conf" / "budget" / f"{name}.yaml")
+        assert other.retrain_batch_size is None and other.retrain_lr_min is None
