@@ -38,6 +38,8 @@ CASES = {
     "dsnas": ("method=dsnas", "space=nb201"),
     "proxyless": ("method=proxyless", "space=nb201"),  # bilevel: held-out stream, an alpha step every 5
     "spos": ("method=spos", "space=shufflenet"),  # the select unit, then a retrain
+    # the evaluation network's retrain: drop-path's draws and cutout's, resumed mid-retrain
+    "gdas_darts": ("method=gdas", "space=darts"),
 }
 
 
@@ -122,6 +124,7 @@ def _assert_same_run(resumed: Path, reference: Path) -> None:
         ("dsnas", "after phase 'search', epoch 1 of 3"),  # inside the search
         ("dsnas", "after phase 'finetune', epoch 1 of 2"),  # after the fork: search_acc is replayed
         ("spos", "after phase 'retrain', epoch 1 of 2"),  # after the selection
+        ("gdas_darts", "after phase 'retrain', epoch 1 of 2"),
     ],
 )
 def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, reference, case, where) -> None:
