@@ -132,7 +132,8 @@ def measure(job: dict) -> dict:
     torch.manual_seed(job["seed"])
     x = torch.rand(job["batch_size"], *spec.shape, device=device)
     y = torch.randint(spec.num_classes, (job["batch_size"],), device=device)
-    fmt = torch.channels_last if job["channels_last"] else torch.contiguous_format
+    cpu_ok = device.type != "cpu" or space.channels_last_on_cpu  # as RunContext.place
+    fmt = torch.channels_last if job["channels_last"] and cpu_ok else torch.contiguous_format
     if device.type == "cuda":
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()

@@ -38,8 +38,9 @@ class RunContext:
         return torch.Generator().manual_seed(self.seed * 1_000_003 + zlib.crc32(purpose.encode()))
 
     def place(self, model: nn.Module) -> nn.Module:
-        """Move a network to the run's device (channels_last: 2-5x faster depthwise convs on CPU)."""
-        if self.channels_last:
+        """Move a network to the run's device (channels_last: 2-5x faster depthwise convs on CPU;
+        not on the CPU for a space whose ``channels_last_on_cpu`` is False, darts)."""
+        if self.channels_last and (self.device.type != "cpu" or self.space.channels_last_on_cpu):
             return model.to(self.device, memory_format=torch.channels_last)
         return model.to(self.device)
 

@@ -297,3 +297,26 @@ def test_dilated_depthwise_equals_the_dilated_convolution(kernel: int, stride: i
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
     odd = torch.randn(2, 6, 11, 11)  # odd sizes run the dilated convolution itself
     torch.testing.assert_close(conv(odd), torch.nn.Conv2d.forward(conv, odd))
+
+
+def test_two_identical_steps_give_identical_gradients() -> None:
+    """Reproducible runs (and resume) need bitwise-equal steps. Reduction cells of skip_connect
+    (FactorizedReduce at stride 2) under channels_last gave different gradients from one identical
+    step to the next on the CPU; the space keeps the default layout there (channels_last_on_cpu)."""
+    from nasbench.context import RunContext
+
+    space = SPACES.get("darts")(preset("darts", "tiny"), FASHION)
+    assert not space.channels_last_on_cpu
+    torch.manual_seed(0)
+    ctx = RunContext.__new__(RunContext)
+    ctx.space, ctx.device, ctx.channels_last = space, torch.device("cpu"), True
+    net = ctx.place(space.build_supernet())
+    assert all(p.is_contiguous() for p in net.parameters())
+    x, y = torch.rand(64, 1, 28, 28), torch.randint(10, (64,))
+    arch = tuple([4] * 14 + [3] * 14)  # sep convs in normal cells, skip_connect in reduction cells
+    grads = []
+    for _ in range(3):
+        net.zero_grad(set_to_none=True)
+        torch.nn.functional.cross_entropy(net(x, Selection.single_path(arch)), y).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in net.parameters() if p.grad is not None]))
+    assert all(torch.equal(g, grads[0]) for g in grads)

@@ -53,6 +53,8 @@ class SearchSpace(ABC):
 
     name: ClassVar[str]
     decisions: list[Decision]
+    #: whether runs on the CPU may use channels_last (``channels_last=true``, the default)
+    channels_last_on_cpu: ClassVar[bool] = True
 
     def __init__(self, preset: Mapping[str, Any], inputs: InputSpec) -> None:
         self.preset = dict(preset)
