@@ -99,6 +99,21 @@ class DartsSupernet(Supernet):
         return self.classifier(self.global_pooling(s1).flatten(1))
 
 
+def _genotype_plan(g: Genotype):
+    """``build_cells``'s plan for a genotype: per node its (input, op) pairs, ``none`` dropped."""
+
+    def plan(reduction: bool) -> tuple[list[list[tuple[int, str]]], list[int]]:
+        nodes, concat = g.cell(reduction)
+        return [[(src, op) for op, src in node if op != "none"] for node in nodes], list(concat)
+
+    return plan
+
+
+def _fresh_op(reduction: bool, op: str, ch: int, stride: int) -> nn.Module:
+    """An evaluation network's edge: the op with affine BatchNorm, no BatchNorm after pools."""
+    return make_op(op, ch, stride, affine=True)
+
+
 def _stem(cin: int, cout: int) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout))
 
@@ -201,17 +216,10 @@ class DartsSpace(SearchSpace):
             return self._imagenet_network(g)
         layers, c = int(self.preset["eval_cells"]), int(self.preset["eval_channels"])
 
-        def plan(reduction: bool) -> tuple[list[list[tuple[int, str]]], list[int]]:
-            nodes, concat = g.cell(reduction)
-            return [[(src, op) for op, src in node if op != "none"] for node in nodes], list(concat)
-
-        def edge(reduction: bool, op: str, ch: int, stride: int) -> nn.Module:
-            return make_op(op, ch, stride, affine=True)
-
-        cells, widths = build_cells(layers, c, STEM_MULTIPLIER * c, True, plan, edge)
+        cells, widths = build_cells(layers, c, STEM_MULTIPLIER * c, True, _genotype_plan(g), _fresh_op)
         after = reduction_cells(layers)[1]
         aux = None
-        if float(self.preset.get("auxiliary_weight", 0.0)) > 0:
+        if self.eval_recipe().auxiliary_weight > 0:
             aux = AuxiliaryHead(widths[after], self.inputs.num_classes)
         stem = _stem(self.inputs.channels, STEM_MULTIPLIER * c)
         classifier = nn.Linear(widths[-1], self.inputs.num_classes)
@@ -250,14 +258,7 @@ class DartsSpace(SearchSpace):
         pool; ``imagenet_cells`` and ``imagenet_channels`` (mobile setting: 14 and 48)."""
         layers, c = int(self.preset.get("imagenet_cells", 14)), int(self.preset.get("imagenet_channels", 48))
 
-        def plan(reduction: bool) -> tuple[list[list[tuple[int, str]]], list[int]]:
-            nodes, concat = g.cell(reduction)
-            return [[(src, op) for op, src in node if op != "none"] for node in nodes], list(concat)
-
-        def edge(reduction: bool, op: str, ch: int, stride: int) -> nn.Module:
-            return make_op(op, ch, stride, affine=True)
-
-        cells, widths = build_cells(layers, c, c, True, plan, edge, reduction_prev=True)
+        cells, widths = build_cells(layers, c, c, True, _genotype_plan(g), _fresh_op, reduction_prev=True)
         cin = self.inputs.channels
         stem0 = nn.Sequential(
             nn.Conv2d(cin, c // 2, 3, stride=2, padding=1, bias=False),
@@ -271,7 +272,7 @@ class DartsSpace(SearchSpace):
         )
         after = reduction_cells(layers)[1]
         aux = None
-        if float(self.preset.get("auxiliary_weight", 0.0)) > 0:
+        if self.eval_recipe().auxiliary_weight > 0:
             aux = AuxiliaryHead(widths[after], self.inputs.num_classes, imagenet=True)
         classifier = nn.Linear(widths[-1], self.inputs.num_classes)
         pool = nn.AvgPool2d(7)
