@@ -127,6 +127,9 @@ def experiment(cfg: DictConfig) -> dict:
         if truth
         else f"test accuracy after {ctx.budget['retrain_epochs']} epochs of stand-alone training (shared recipe)",
         "retrain_recipe": retrain_recipe(ctx, cfg),
+        "networks": "search_acc: the search network's child with inherited weights; retrain_acc, params and"
+        " flops: the network a two-stage method retrains (space.build_eval_network: darts' evaluation network,"
+        " the same child elsewhere)",
         "retrain_from": str(cfg.retrain_from) if cfg.retrain_from else None,
         "include_picked": bool(cfg.include_picked),
         "accuracy_unit": "fraction",
@@ -148,9 +151,9 @@ def experiment(cfg: DictConfig) -> dict:
         text = space.encode(row.arch)
         child = ctx.place(space.build_child(row.arch, supernet))
         row.search_acc = ctx.search_accuracy(child, phase="consistency_score")
-        cpu_child = space.build_child(row.arch)
-        row.params = count_params(cpu_child)
-        row.flops = count_macs(cpu_child, torch.zeros(1, *space.inputs.shape))
+        deployed = space.build_eval_network(row.arch)  # the network retrain_acc belongs to
+        row.params = count_params(deployed)
+        row.flops = count_macs(deployed.eval(), torch.zeros(1, *space.inputs.shape))
         if truth is not None:
             row.retrain_acc, row.retrain_source = truth.accuracy(text, ctx.data.name), "nb201"
             row.gt_rank = truth.rank(text, ctx.data.name)
