@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
+import torch
 from torch import nn
 
 from nasbench.arch_params import ArchParameters
@@ -109,6 +110,21 @@ class Method:
         """The method's published alpha lr times the budget's ``arch_lr_multiplier``: short
         schedules compensate identically for every method that learns alpha."""
         return float(self.cfg["alpha_optimizer"]["lr"]) * float(self.ctx.budget.get("arch_lr_multiplier", 1.0))
+
+    def arch_optimizer(self, arch: ArchParameters, weight_opt: torch.optim.Optimizer) -> torch.optim.Optimizer | None:
+        """The update of the architecture parameters ``arch.alpha`` after each alpha gradient.
+
+        Default: Adam with the method's published lr, betas and weight decay
+        (``method.alpha_optimizer``), times the budget's ``arch_lr_multiplier``; None when the
+        config has no ``alpha_optimizer``. A method that owns a different update (DSO-NAS: a
+        proximal step on non-negative scales, whose lr follows ``weight_opt``'s) overrides this;
+        every step function calls ``zero_grad``/``step`` on what it returns, as on any optimizer.
+        """
+        opt = self.cfg.get("alpha_optimizer")
+        if opt is None:
+            return None
+        betas = tuple(opt["betas"])
+        return torch.optim.Adam([arch.alpha], lr=self.alpha_lr(), betas=betas, weight_decay=float(opt["weight_decay"]))
 
     def epochs(self, key: str, minimum: int = 0) -> int:
         value = int(self.ctx.budget[key])

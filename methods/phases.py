@@ -92,21 +92,15 @@ def start_search(
     """Build the supernet, alpha (``method.alpha_init``) and the optimizers.
 
     The weights' cosine spans ``search_epochs`` of the search split plus ``horizon_extra_steps``
-    (DSNAS: the finetune after the fork continues the same cosine). alpha uses Adam with the
-    method's published lr, betas and weight decay (``method.alpha_optimizer``), times the
-    budget's ``arch_lr_multiplier``.
+    (DSNAS: the finetune after the fork continues the same cosine). alpha's update is the
+    method's :meth:`~methods.base.Method.arch_optimizer` (Adam by default; DSO-NAS: a proximal step).
     """
     ctx, cfg = method.ctx, method.cfg
     supernet = ctx.place(ctx.space.build_supernet(one_stage=method.one_stage))
     init = cfg.get("alpha_init") or {"mean": 0.0, "std": 1e-3}
     arch = ArchParameters(ctx.space.candidate_mask(), init["mean"], init["std"], ctx.generator("alpha-init"))
-    alpha_opt = None
-    if ctx.estimator.learns_alpha and "alpha_optimizer" in cfg:
-        opt = cfg["alpha_optimizer"]
-        alpha_opt = torch.optim.Adam(
-            [arch.alpha], lr=method.alpha_lr(), betas=tuple(opt["betas"]), weight_decay=float(opt["weight_decay"])
-        )
     weight_opt = weight_optimizer(supernet, ctx.budget)
+    alpha_opt = method.arch_optimizer(arch, weight_opt) if ctx.estimator.learns_alpha else None
     steps = ctx.trainer.steps_per_epoch(search=True)
     schedule = WarmupCosine(
         weight_opt,

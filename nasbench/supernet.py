@@ -86,7 +86,7 @@ class ChoiceBlock(nn.Module):
         self.candidates = nn.ModuleList(candidates)
         self._slot = slot
 
-    def forward(self, x: Tensor) -> Tensor:
+    def forward(self, x: Tensor) -> Tensor | None:
         selection = self._slot.selection
         if selection is None:
             raise RuntimeError("a supernet must be called with a Selection")
@@ -107,11 +107,11 @@ class ChoiceBlock(nn.Module):
                 return run_with_credit(active, x, weights, self.decision, ops[0], cheap)
             return _GateGradient.apply(active(x), x, weights, self, ops[0], tuple(probes))
         weights = selection.weights
-        out: Tensor | None = None
+        out: Tensor | None = None  # no op runs (every candidate pruned, DSO-NAS): None, an absent input
         for k in ops:
             y = self.candidates[k](x) * weights[self.decision, k]
             out = y if out is None else out + y
-        if selection.constants is not None:
+        if selection.constants is not None and out is not None:
             for k in selection.constants[self.decision]:
                 out = out + weights[self.decision, k].to(out.dtype)
         return out

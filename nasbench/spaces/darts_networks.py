@@ -23,7 +23,8 @@ from nasbench.spaces.darts_ops import FactorizedReduce, Identity, ReLUConvBN, dr
 class Cell(nn.Module):
     """One cell: ``nodes[j]`` lists the input indices of intermediate node j + 2, and ``edges``
     holds the module of each (node, input) pair in the same order. A node without inputs is
-    zero (DSO-NAS and SNAS genotypes can leave one empty)."""
+    zero (DSO-NAS and SNAS genotypes can leave one empty); so is an edge whose module returns
+    None (a ChoiceBlock none of whose candidates runs)."""
 
     def __init__(
         self,
@@ -49,10 +50,12 @@ class Cell(nn.Module):
             for src in inputs:
                 op = self.edges[e]
                 h = op(states[src])
+                e += 1
+                if h is None:  # a ChoiceBlock that runs no op (every candidate pruned): no input
+                    continue
                 if drop_prob > 0.0 and not isinstance(op, Identity):  # DARTS: never drop an identity
                     h = drop_path(h, drop_prob)
                 total = h if total is None else total + h
-                e += 1
             if total is None:  # no input: zeros at the cell's output resolution
                 stride = 2 if self.reduction else 1
                 total = states[1][:, :, ::stride, ::stride].mul(0.0)
