@@ -25,12 +25,13 @@ from torch import Tensor, nn
 from nasbench.errors import UserError
 from nasbench.preprocess import InputAdapter
 from nasbench.spaces.base import Arch, Decision, InputSpec, SearchSpace
+from nasbench.spaces.darts_ops import Zero
 from nasbench.spaces.dsonas_blocks import (
     OP_NAMES,
     DsoNetwork,
     NormalBlock,
     ReductionBlock,
-    Zero,
+    ZeroReduce,
     conv_bn_relu,
     make_op,
     sources,
@@ -200,7 +201,7 @@ class DsoNasSpace(SearchSpace):
             if s < len(self.stage_blocks) - 1:
                 _, start = next(kinds)
                 cout = 2 * c
-                links = [link(start + j, (conv_bn_relu(c, cout, k, 2), Zero(cout, 2))) for j, k in enumerate((1, 3))]
+                links = [link(start + j, (conv_bn_relu(c, cout, k, 2), ZeroReduce(cout))) for j, k in enumerate((1, 3))]
                 blocks.append(ReductionBlock(links, cout))
                 c = cout
         return stem, blocks, c
@@ -246,7 +247,7 @@ class DsoSupernet(Supernet):
         def link(decision: int | None, conv: tuple[nn.Module, nn.Module] | None) -> nn.Module:
             if decision is None:
                 return nn.Identity()
-            keep, none = conv if conv is not None else (nn.Identity(), Zero())
+            keep, none = conv if conv is not None else (nn.Identity(), Zero(1))
             return self.make_choice_block(decision, [none, keep])
 
         stem, blocks, c = space._network(link, None)

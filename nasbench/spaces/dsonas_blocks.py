@@ -17,7 +17,7 @@ whose outputs arrives is its shortcut alone.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import torch
 from torch import Tensor, nn
@@ -51,19 +51,20 @@ def make_op(name: str, c: int) -> nn.Sequential:
     return nn.Sequential(*layers, nn.BatchNorm2d(c), nn.ReLU(inplace=False))
 
 
-class Zero(nn.Module):
-    """The ``none`` candidate of a connection: zeros of the connection's output shape."""
+class ZeroReduce(nn.Module):
+    """The ``none`` candidate of a reduction block's connection: zeros with the block's output
+    channels at stride 2 (a normal connection's ``none`` is darts_ops.Zero(1), x * 0)."""
 
-    def __init__(self, cout: int | None = None, stride: int = 1) -> None:
+    credit_kind = "zero"  # DSNAS: its credit is 0, nothing to compute (nasbench/credit.py)
+
+    def __init__(self, cout: int, stride: int = 2) -> None:
         super().__init__()
         self.cout, self.stride = cout, stride
 
     def forward(self, x: Tensor) -> Tensor:
-        if self.cout is None and self.stride == 1:
-            return x.mul(0.0)
-        n, c, h, w = x.shape
+        n, _, h, w = x.shape
         s = self.stride
-        return x.new_zeros(n, self.cout or c, (h + s - 1) // s, (w + s - 1) // s)
+        return x.new_zeros(n, self.cout, (h + s - 1) // s, (w + s - 1) // s)
 
 
 def link_state(link: nn.Module) -> str:
@@ -121,10 +122,12 @@ class NormalBlock(nn.Module):
                 for src in self.sources[i]
                 if f"{i}_{src}" in self.in_links and states[src] is not None
             ]
-            fed = [(link, h) for link, h in links if link_state(link) != "absent"]
+            states_of = [(link, h, link_state(link)) for link, h in links]
             total: Tensor | None = None
-            if any(link_state(link) == "live" for link, _ in fed):  # else the op does not run
-                for link, h in fed:
+            if any(state == "live" for _, _, state in states_of):  # else the op does not run
+                for link, h, state in states_of:
+                    if state == "absent":
+                        continue
                     h = link(h)
                     if h is not None:
                         total = h if total is None else total + h
@@ -183,6 +186,3 @@ class DsoNetwork(nn.Module):
         for block in self.blocks:
             h = block(h)
         return self.classifier(self.global_pooling(self.final(h)).flatten(1))
-
-
-LinkFactory = Callable[[int, nn.Module], nn.Module | None]
