@@ -116,6 +116,14 @@ def child_pids(pid: int) -> list[int]:
         return []
 
 
+def command_line(pid: int) -> str:
+    """The command line of ``pid``, arguments joined by spaces ('' once it is gone)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
 def process_running(pid: int) -> bool:
     """Whether ``pid`` exists and is not a zombie."""
     try:

@@ -12,7 +12,7 @@ import time
 import pytest
 import torch
 
-from conftest import ROOT, child_pids, process_running, run_entry
+from conftest import ROOT, child_pids, command_line, process_running, run_entry
 
 
 def one_line_error(proc) -> str:
@@ -35,7 +35,7 @@ METHOD_NAMES = "darts, dsnas, gdas, proxyless, random, reinforce, snas, spos"
         (
             "estimator=foo",
             "error: unknown estimator 'foo'; choose one of: binary_gate, dsnas, gumbel_softmax, gumbel_st, reinforce,"
-            " softmax, uniform",
+            " scales, softmax, uniform",
         ),
         ("data=foo", "error: unknown data set 'foo'; choose one of: cifar10, cifar100, fashion_mnist, imagenet"),
         ("scale=huge", "error: unknown scale 'huge'; choose one of: cpu, paper, tiny"),
@@ -232,10 +232,11 @@ def test_a_bench_killed_with_sigkill_leaves_no_process_behind(tmp_path) -> None:
         cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )  # fmt: skip
     children: list[int] = []
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 120
     while not children and time.monotonic() < deadline and bench.poll() is None:
         time.sleep(0.1)
-        children = child_pids(bench.pid)
+        # the measuring process only: imports may start short-lived helpers (ldconfig) first
+        children = [pid for pid in child_pids(bench.pid) if "bench_step.py" in command_line(pid)]
     assert children, "the bench started a measuring process"
     bench.send_signal(signal.SIGKILL)
     bench.wait(timeout=30)
