@@ -158,7 +158,7 @@ def method_overrides(parts: list[str]) -> dict:
     return overrides
 
 
-def resolve_config(name: str, argv: list[str]) -> dict:
+def resolve_config(name: str, argv: list[str], space: type | None = None) -> dict:
     """A bench configuration: ``child``, ``<method>`` (its default estimator) or
     ``<method>/<estimator>``, where the estimator may be a plug-in whose config lives in a
     ``hydra.searchpath`` folder (docs/estimators.md), each optionally followed by ``@key:value``
@@ -171,6 +171,8 @@ def resolve_config(name: str, argv: list[str]) -> dict:
     method, _, estimator = head.partition("/")
     if method not in METHODS:
         raise JobFailed(str(unknown_choice("benchmark method", method, METHODS.names())))
+    if space is not None and not METHODS.get(method).supports(space):
+        raise JobFailed(f"method {method} does not run on space {space.name}")
     overrides = method_overrides(options)
     method_cfg, default_estimator = method_config(method)
     unknown = sorted(set(overrides) - set(method_cfg))
@@ -202,7 +204,9 @@ def bench(cfg: DictConfig) -> list[dict]:
     batch = int(cfg.batch_size or cfg.budget.batch_size)
     if batch < 1 or int(cfg.steps) < 1 or int(cfg.repeats) < 1:
         raise UserError("batch_size, steps and repeats must be at least 1")
-    configs = ["child", *[str(c) for c in (cfg.configs or METHODS.names()) if c != "child"]]  # the floor first
+    # the floor first; by default every method that runs on this space
+    every = [m for m in METHODS.names() if METHODS.get(m).supports(type(space))]
+    configs = ["child", *[str(c) for c in (cfg.configs or every) if c != "child"]]
     cap = float(cfg.max_minutes or 0) * 60
     deadline = time.monotonic() + cap if cap > 0 else None
     warning = oversubscription(torch.get_num_threads())
@@ -243,7 +247,7 @@ def bench(cfg: DictConfig) -> list[dict]:
             floor = None
             for config in configs:
                 try:
-                    fields = resolve_config(config, sys.argv[1:])
+                    fields = resolve_config(config, sys.argv[1:], type(space))
                     left = None if deadline is None else deadline - time.monotonic()
                     if left is not None and left <= 0:
                         raise JobFailed(f"not run: the bench's time cap (max_minutes={cfg.max_minutes}) ran out")

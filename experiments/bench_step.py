@@ -85,6 +85,8 @@ def method_step(
     gen = torch.Generator().manual_seed(seed)
     args = (model, estimator, params, gen, device, loss_fn)
     weight_opt = weight_optimizer(model, train)
+    if hasattr(method_cls, "bench_state"):  # a method that owns its architecture state and update
+        alpha_opt = method_cls.bench_state(method_cfg, space, params, weight_opt)
     if method_cls.alpha == "none":
         return weight_step(*args, weight_opt, options)
     if getattr(method_cls, "alpha_data", "train") == "train":

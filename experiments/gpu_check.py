@@ -64,6 +64,8 @@ def plan(opts: argparse.Namespace, out: Path) -> list[Check]:
         for precision in opts.precisions.split(","):
             for space in opts.spaces.split(",") if opts.spaces else SPACES.names():
                 for method in opts.methods.split(",") if opts.methods else METHODS.names():
+                    if not METHODS.get(method).supports(SPACES.get(space)):
+                        continue
                     name = f"tiny/{method}/{space}/{precision}"
                     folder = out / "runs" / name.replace("/", "_")
                     args = [f"method={method}", f"space={space}", "scale=tiny", f"precision={precision}"]

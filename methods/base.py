@@ -82,6 +82,13 @@ class Method:
                 f" {estimator.name} learns alpha; use estimator=uniform"
             )
 
+    @classmethod
+    def supports(cls, space: type) -> bool:
+        """Whether this pipeline runs on ``space`` (a SearchSpace class). True unless a method needs
+        what only some spaces have (DSO-NAS: connections that carry scales); a refused pair is one
+        line of error at the start of a run, and the tests, the bench and the GPU check skip it."""
+        return True
+
     def search_stage(self) -> SearchOutcome:
         """Every counted phase up to the picked architecture (warm-up, search, select)."""
         raise NotImplementedError
@@ -125,6 +132,10 @@ class Method:
             return None
         betas = tuple(opt["betas"])
         return torch.optim.Adam([arch.alpha], lr=self.alpha_lr(), betas=betas, weight_decay=float(opt["weight_decay"]))
+
+    def prepare_supernet(self, supernet: Supernet) -> None:
+        """Change the freshly built supernet before its optimizer and any DistributedDataParallel
+        wrapper see it (DSO-NAS: BatchNorm scales frozen at 1). Nothing by default."""
 
     def epochs(self, key: str, minimum: int = 0) -> int:
         value = int(self.ctx.budget[key])

@@ -97,6 +97,7 @@ def start_search(
     """
     ctx, cfg = method.ctx, method.cfg
     supernet = ctx.place(ctx.space.build_supernet(one_stage=method.one_stage))
+    method.prepare_supernet(supernet)
     init = cfg.get("alpha_init") or {"mean": 0.0, "std": 1e-3}
     arch = ArchParameters(ctx.space.candidate_mask(), init["mean"], init["std"], ctx.generator("alpha-init"))
     weight_opt = weight_optimizer(supernet, ctx.budget)
@@ -125,8 +126,10 @@ def run_search_phase(
     step: StepFn,
     search: SupernetSearch,
     on_epoch_start: Callable[[int], Mapping[str, Any] | None] | None = None,
+    epoch_info: Callable[[], Mapping[str, Any]] | None = None,
 ) -> None:
-    """``epochs`` epochs of ``step`` over the search split, metered as phase ``name``."""
+    """``epochs`` epochs of ``step`` over the search split, metered as phase ``name``; each epoch's
+    metrics hold ``epoch_info()`` (default: the distribution's, :meth:`SupernetSearch.alpha_info`)."""
     if epochs > 0:
         ctx.trainer.run_phase(
             name,
@@ -135,7 +138,7 @@ def run_search_phase(
             search.supernet,
             search.schedule,
             on_epoch_start=on_epoch_start,
-            epoch_info=search.alpha_info,
+            epoch_info=epoch_info or search.alpha_info,
             search=True,
             optimizer=search.weight_opt,
             state=search.checkpoint_state(ctx),

@@ -66,6 +66,14 @@ def tiny_space(name: str = "shufflenet"):
     return SPACES.get(name)(OmegaConf.to_container(space_cfg.presets.tiny), spec)
 
 
+def method_space_pairs() -> list[tuple[str, str]]:
+    """Every registered (method, space) pair the method runs on (``Method.supports``)."""
+    from methods.base import METHODS
+    from nasbench.spaces import SPACES
+
+    return [(m, s) for m in METHODS.names() for s in SPACES.names() if METHODS.get(m).supports(SPACES.get(s))]
+
+
 def preset(space: str, scale: str) -> dict:
     from omegaconf import OmegaConf
 

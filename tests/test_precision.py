@@ -9,11 +9,9 @@ import math
 import pytest
 import torch
 
-from conftest import tiny_space
-from methods.base import METHODS
+from conftest import method_space_pairs, tiny_space
 from nasbench.device import autocast, compiled, configure, precision
 from nasbench.errors import UserError
-from nasbench.spaces import SPACES
 from nasbench.train import plain_step, train_batch, weight_optimizer
 from test_run_e2e import _tiny_run, check_summary
 
@@ -57,8 +55,7 @@ def test_bf16_autocasts_the_forward_only(restore_precision) -> None:
 SMALL = ("budget.train_subset=384", "budget.test_subset=100", "budget.finetune_epochs=1", "budget.retrain_epochs=1")
 
 
-@pytest.mark.parametrize("space", SPACES.names())
-@pytest.mark.parametrize("method", METHODS.names())
+@pytest.mark.parametrize(("method", "space"), method_space_pairs(), ids=[f"{m}-{s}" for m, s in method_space_pairs()])
 def test_every_method_on_every_space_completes_under_bf16(method: str, space: str, tmp_path) -> None:
     """bf16 autocast on the CPU finds the dtype bugs a GPU run would hit (issue 13: ProxylessNAS's
     probed candidates, recomputed in the backward outside autocast, met fp32 weights)."""
@@ -96,6 +93,7 @@ OFFICIAL_OPTIONS = [
     ("snas", "nb201", ("method.resource_lambda=1.0",)),
     ("gdas", "nb201", ("estimator.form=official",)),
     ("spos", "shufflenet", ("+method.space_options.shufflenet.supernet_bn_affine=false",)),
+    ("dsonas", "dsonas", ("method.adaptive=count", "method.prune_every=1")),  # optimizer_split_flops.py
 ]
 
 

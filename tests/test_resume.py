@@ -40,6 +40,9 @@ CASES = {
     "spos": ("method=spos", "space=shufflenet"),  # the select unit, then a retrain
     # the evaluation network's retrain: drop-path's draws and cutout's, resumed mid-retrain
     "gdas_darts": ("method=gdas", "space=darts"),
+    # pretrain 1 epoch, search 2 with a prune at the start of the second: the APG momentum, the
+    # pruned mask and the alternation's held-out stream resume exactly
+    "dsonas": ("method=dsonas", "space=dsonas", "method.prune_every=1", "method.gamma=0.01"),
 }
 
 
@@ -125,6 +128,7 @@ def _assert_same_run(resumed: Path, reference: Path) -> None:
         ("dsnas", "after phase 'finetune', epoch 1 of 2"),  # after the fork: search_acc is replayed
         ("spos", "after phase 'retrain', epoch 1 of 2"),  # after the selection
         ("gdas_darts", "after phase 'retrain', epoch 1 of 2"),
+        ("dsonas", "after phase 'search', epoch 1 of 2"),
     ],
 )
 def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, reference, case, where) -> None:

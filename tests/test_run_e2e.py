@@ -13,11 +13,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import ROOT, run_entry, tiny_space
-from methods.base import METHODS
+from conftest import ROOT, method_space_pairs, run_entry, tiny_space
 from nasbench.data import load_data
 from nasbench.records import SUMMARY_KEYS, RunRecord
-from nasbench.spaces import SPACES
 
 
 def _tiny_run(run_dir: Path, *overrides: str) -> dict:
@@ -78,8 +76,7 @@ def check_summary(summary: dict, method: str, space: str, budget_overrides: tupl
     assert summary["budget"]["data"] == summary["data"]
 
 
-@pytest.mark.parametrize("space", SPACES.names())
-@pytest.mark.parametrize("method", METHODS.names())
+@pytest.mark.parametrize(("method", "space"), method_space_pairs(), ids=[f"{m}-{s}" for m, s in method_space_pairs()])
 def test_every_method_on_every_space_runs_a_tiny_search(method: str, space: str, tmp_path: Path) -> None:
     summary = _tiny_run(tmp_path / "run", f"method={method}", f"space={space}")
     check_summary(summary, method, space)

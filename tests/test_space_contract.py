@@ -45,3 +45,27 @@ def test_child_matches_supernet_single_path(name: str, scale: str) -> None:
         before = [p.clone() for p in supernet.parameters()]
         next(child.parameters()).data.add_(1.0)
         assert all(torch.equal(a, b) for a, b in zip(before, supernet.parameters()))
+
+
+@pytest.mark.parametrize("name", SPACES.names())
+def test_two_identical_steps_give_identical_gradients_as_a_run_places_the_network(name: str) -> None:
+    """Reproducible runs and exact resume need bitwise-equal steps on the CPU, in the memory
+    layout a run uses there (``channels_last`` unless the space's ``channels_last_on_cpu`` is
+    False: darts and dsonas, whose stride-2 convolutions gave run-to-run differences)."""
+    from nasbench.context import RunContext
+
+    space = SPACES.get(name)(preset(name, "tiny"), FASHION)
+    torch.manual_seed(0)
+    ctx = RunContext.__new__(RunContext)
+    ctx.space, ctx.device, ctx.channels_last = space, torch.device("cpu"), True
+    net = ctx.place(space.build_supernet())
+    gen = torch.Generator().manual_seed(0)
+    x, y = torch.rand(64, 1, 28, 28, generator=gen), torch.randint(10, (64,), generator=gen)
+    last = tuple(len(d.candidates) - 1 for d in space.decisions)  # dsonas: every connection kept
+    for arch in [last, *(space.sample(gen) for _ in range(2))]:
+        grads = []
+        for _ in range(3):
+            net.zero_grad(set_to_none=True)
+            torch.nn.functional.cross_entropy(net(x, Selection.single_path(arch)), y).backward()
+            grads.append(torch.cat([p.grad.flatten() for p in net.parameters() if p.grad is not None]))
+        assert all(torch.equal(g, grads[0]) for g in grads), arch

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 
 from nasbench.errors import UserError
 from nasbench.preprocess import InputAdapter
+from nasbench.spaces import SPACES
 from nasbench.spaces.base import Arch, Decision, InputSpec, SearchSpace
 from nasbench.spaces.darts_ops import Zero
 from nasbench.spaces.dsonas_blocks import (
@@ -36,6 +37,7 @@ from nasbench.spaces.dsonas_blocks import (
     make_op,
     sources,
 )
+from nasbench.spaces.dsonas_costs import penalty_weights, set_costs
 from nasbench.supernet import Supernet
 
 VARIANTS = ("share", "full")
@@ -108,12 +110,14 @@ class BlockPlan:
         return out
 
 
-# Not registered yet (work in progress, issue 17): it joins SPACES, and its config moves from
-# experiments/conf_drafts/space/ to experiments/conf/space/, together with method=dsonas and its tests.
+@SPACES.register("dsonas")
 class DsoNasSpace(SearchSpace):
     """DSO-NAS's completely connected blocks, ``share`` or ``full``; one decision per connection."""
 
     name = "dsonas"
+    #: channels_last on the CPU made two identical steps give different losses (torch 2.14.1, as
+    #: darts's FactorizedReduce); runs on the CPU keep the default layout (tests/test_space_contract.py)
+    channels_last_on_cpu = False
 
     def __init__(self, preset: Mapping[str, Any], inputs: InputSpec) -> None:
         super().__init__(preset, inputs)
@@ -232,10 +236,49 @@ class DsoNasSpace(SearchSpace):
             net.load_state_dict({k: theirs[k].clone() for k in own})
         return net
 
+    def costs(self) -> dict:
+        """MACs of every block set's ops and output convolutions and of the reductions (cached)."""
+        if getattr(self, "_costs", None) is None:
+            side = self.resolution or self.inputs.size
+            self._costs = set_costs(self.layout, self.stage_blocks, self.channels, side, self.plan)
+        return self._costs
+
     def candidate_macs(self) -> Tensor:
-        """Per decision, MACs of ``keep`` over ``none``: 0 for a connection itself (its op's MACs
-        count while any of its connections lives)."""
-        return torch.zeros(self.num_decisions, 2)
+        """Per decision, MACs of ``keep`` (``none``: 0). Additive approximation (dsonas_costs.py):
+        an output connection carries its op and 1x1 convolution, an input connection nothing, a
+        reduction connection its convolution. Exact MACs of an architecture: ``count_macs`` of
+        its child (the run record's ``flops``)."""
+        table = torch.zeros(self.num_decisions, 2, dtype=torch.float64)
+        costs = self.costs()
+        for start, c in costs["sets"].items():
+            for i, k in enumerate(self.plan.outputs):
+                table[start + k, 1] = c.ops[i] + c.convs[i]
+        for start, pair in costs["reductions"].items():
+            table[start : start + 2, 1] = torch.tensor(pair, dtype=torch.float64)
+        return table
+
+    # ----- sparse scales (method=dsonas) ------------------------------------------------------
+    def scale_mask(self) -> Tensor:
+        """(decisions x 2) bool: the entries that carry a lambda (``keep``; ``none`` is lambda = 0)."""
+        mask = torch.zeros(self.num_decisions, 2, dtype=torch.bool)
+        mask[:, 1] = True
+        return mask
+
+    def support_arch(self, live: Tensor) -> Arch:
+        """The architecture of the lambdas still live (``live``: decisions x 2 bool), dead ops
+        removed: what DSO-NAS's pruning keeps."""
+        return self.complete([int(v) for v in live[:, 1].tolist()])
+
+    def prune_closure(self, live: Tensor) -> Tensor:
+        """``live`` without the connections of dead ops (an op fed by no live connection, or whose
+        output reaches nothing): the connections pruning removes besides the zero lambdas."""
+        out = live.clone()
+        out[:, 1] = torch.tensor(self.support_arch(live), dtype=torch.bool)
+        return out
+
+    def penalty_weights(self, live: Tensor, mode: str) -> Tensor:
+        """Per decision, the factor of gamma under ``adaptive`` = ``mode`` (dsonas_costs.py)."""
+        return penalty_weights(self, live[:, 1], mode)
 
 
 class DsoSupernet(Supernet):
