@@ -5,7 +5,10 @@
 - ``consistency``: search-stage against retrain accuracy per method, with Kendall tau (the
   analogue of the paper's Figure 1);
 - ``cost``: final accuracy against total device-hours (one- and two-stage methods);
-- ``device_hours``: search, finetune and retrain device-hours stacked per method (Table 3 as bars).
+- ``device_hours``: search, finetune and retrain device-hours stacked per method (Table 3 as bars);
+- ``front``: final accuracy against the deployed network's MACs, every run (a DSO-NAS gamma sweep
+  is a line of points: its accuracy-MACs front);
+- ``sparsity``: the network a sparse method (DSO-NAS) would keep, per pretrain/search epoch.
 """
 
 from __future__ import annotations
@@ -163,5 +166,47 @@ def step_cost_figure(step_cost: pd.DataFrame) -> plt.Figure:
     )
     title = "Per-step cost against the stand-alone child (experiments/bench.py, medians over rounds)"
     fig.suptitle(f"{title}\n{where}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def front_figure(runs: pd.DataFrame) -> plt.Figure:
+    """Final accuracy against MMACs of the deployed network, one point per run; runs of one method
+    and estimator whose configurations differ only in hyperparameters (DSO-NAS's ``gamma``, the
+    variant column) are joined in MACs order: the accuracy-MACs front such a sweep traces."""
+    df = runs.assign(mmacs=runs["flops"] / 1e6, method_estimator=runs["method"] + " / " + runs["estimator"])
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    sns.scatterplot(df, x="mmacs", y="final_acc", hue=_label(df), style="method_estimator", s=70, ax=ax)
+    for _, group in df.groupby(["method_estimator", "space"]):
+        means = group.groupby(group.get("variant", pd.Series("", index=group.index)).fillna("")).agg(
+            mmacs=("mmacs", "mean"), final_acc=("final_acc", "mean")
+        )
+        if len(means) > 1:
+            means = means.sort_values("mmacs")
+            ax.plot(means["mmacs"], means["final_acc"], color="grey", lw=0.8, ls="--", zorder=0)
+    ax.set(xlabel="MMACs of the deployed network (per image)", ylabel="final accuracy (deployed model)")
+    ax.set_title(f"Accuracy against MACs (dashed: one method's variants)\n{context(runs)}", fontsize=9)
+    ax.legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
+    fig.tight_layout()
+    return fig
+
+
+def sparsity_figure(runs: pd.DataFrame, sparsity: pd.DataFrame) -> plt.Figure:
+    """Live connections and MACs of the network pruning would keep, per pretrain/search epoch,
+    as fractions of the first epoch's (DSO-NAS's lambda sparsity over the search)."""
+    runs = runs[runs["path"].isin(set(sparsity["path"]))].assign(label=lambda d: _label(d))
+    labels = dict(zip(runs["path"], runs["label"] + " (seed " + runs["seed"].astype(str) + ")"))
+    df = sparsity[sparsity["path"].isin(labels)].copy()
+    df["run"] = df["path"].map(labels)
+    first = df.sort_values("step").groupby("path").first()
+    for column in ("live_connections", "live_macs"):
+        df[column + "_frac"] = df[column] / df["path"].map(first[column]).clip(lower=1)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, column, what in ((axes[0], "live_connections_frac", "connections"), (axes[1], "live_macs_frac", "MACs")):
+        sns.lineplot(df, x="step", y=column, hue="run", marker="o", ax=ax, legend=ax is axes[1])
+        ax.set(xlabel="epoch (pretrain, then search)", ylabel=f"live {what} / first epoch's", ylim=(0, 1.05))
+        ax.xaxis.get_major_locator().set_params(integer=True)
+    axes[1].legend(fontsize=7, bbox_to_anchor=(1.02, 1), loc="upper left")
+    fig.suptitle(f"What pruning would keep, per epoch\n{context(runs)}", fontsize=9)
     fig.tight_layout()
     return fig

@@ -39,6 +39,8 @@ class Collection:
     splits: pd.DataFrame = field(default_factory=pd.DataFrame)
     #: alpha per search epoch, tidy: path, epoch, decision, candidate, prob (metrics.jsonl's alpha_probs)
     alpha: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: per pretrain/search epoch of a sparse method (DSO-NAS): what pruning would keep (sparsity_rows)
+    sparsity: pd.DataFrame = field(default_factory=pd.DataFrame)
     #: every row of every bench.csv under the root (experiments/bench.py, experiments/compare.py)
     bench: pd.DataFrame = field(default_factory=pd.DataFrame)
 
@@ -109,6 +111,28 @@ def alpha_rows(folder: Path) -> list[dict[str, Any]]:
                         "prob": float(prob),
                     }
                 )
+    return rows
+
+
+SPARSITY_COLUMNS = ("live_connections", "connections", "live_ops", "live_macs", "pruned_connections")
+
+
+def sparsity_rows(folder: Path) -> list[dict[str, Any]]:
+    """The network a sparse method (DSO-NAS) would keep at the end of each pretrain and search
+    epoch (metrics.jsonl's live_* fields), in order, with ``step``: the epoch's place over both."""
+    rows: list[dict[str, Any]] = []
+    try:
+        lines = (folder / "metrics.jsonl").read_text().splitlines()
+    except OSError:
+        return rows
+    for line in lines:
+        try:
+            entry = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(entry, dict) and all(isinstance(entry.get(k), (int, float)) for k in SPARSITY_COLUMNS):
+            row = {"path": str(folder), "phase": entry.get("phase"), "epoch": entry.get("epoch"), "step": len(rows) + 1}
+            rows.append({**row, **{k: entry[k] for k in SPARSITY_COLUMNS}})
     return rows
 
 
@@ -192,7 +216,7 @@ def collect(root: Path | str) -> Collection:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root} is not a folder")
-    runs, phases, experiments, tables, skipped, alphas = [], [], [], [], [], []
+    runs, phases, experiments, tables, skipped, alphas, sparsity = [], [], [], [], [], [], []
     for folder in record_folders(root):
         try:
             if (folder / "consistency.json").exists():
@@ -204,6 +228,7 @@ def collect(root: Path | str) -> Collection:
                 runs.append(row)
                 phases.extend(phase_rows)
                 alphas.extend(alpha_rows(folder))
+                sparsity.extend(sparsity_rows(folder))
             else:
                 raise Broken("no summary.json: the run did not finish (failed, killed or still running)")
         except Broken as why:
@@ -217,6 +242,7 @@ def collect(root: Path | str) -> Collection:
         runs=run_table,
         splits=splits,
         alpha=pd.DataFrame(alphas),
+        sparsity=pd.DataFrame(sparsity),
         bench=collect_bench(root),
         phases=pd.DataFrame(phases),
         experiments=pd.DataFrame(experiments),

@@ -117,7 +117,7 @@ def build_tables(c: Collection, args: argparse.Namespace) -> dict[str, pd.DataFr
 def write_report(c: Collection, out: Path, args: argparse.Namespace) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     made = build_tables(c, args)
-    tidy = {"runs": c.runs, "phases": c.phases, "consistency": c.consistency, "alpha": c.alpha}
+    tidy = {"runs": c.runs, "phases": c.phases, "consistency": c.consistency, "alpha": c.alpha, "sparsity": c.sparsity}
     for name, df in {**made, **tidy}.items():
         df.to_csv(out / f"{name}.csv", index=False)
     shown = {k: v.drop(columns=["path"], errors="ignore") for k, v in made.items()}
@@ -137,6 +137,10 @@ def write_report(c: Collection, out: Path, args: argparse.Namespace) -> Path:
     if not c.runs.empty:
         figs["cost"] = save_figure(figures.cost_figure(c.runs), out / "figures", "cost")
         figs["savings"] = save_figure(figures.device_hours_figure(made["cost"]), out / "figures", "device_hours")
+    if len(c.runs) > 1:
+        figs["front"] = save_figure(figures.front_figure(c.runs), out / "figures", "front")
+    if not c.sparsity.empty and not c.runs.empty:
+        figs["sparsity"] = save_figure(figures.sparsity_figure(c.runs, c.sparsity), out / "figures", "sparsity")
     if not c.alpha.empty and not c.runs.empty:
         figs["alpha"] = save_figure(figures.alpha_figure(c.runs, c.alpha), out / "figures", "alpha")
     if not made["step_cost"].empty and made["step_cost"]["time_ratio"].notna().any():
@@ -152,6 +156,10 @@ def write_report(c: Collection, out: Path, args: argparse.Namespace) -> Path:
         parts.append(f"## {TITLES[name]}\n\n{caption(name, df)}{markdown(df)}")
         if name in figs:
             parts.append(f"![{name}]({figs[name]})\n")
+        if name == "cost" and "front" in figs:
+            parts.append(f"### Accuracy against MACs\n\n![front]({figs['front']})\n")
+        if name == "cost" and "sparsity" in figs:
+            parts.append(f"### Sparsity over the search (DSO-NAS)\n\n![sparsity]({figs['sparsity']})\n")
         if name == "cost" and "alpha" in figs:
             parts.append(f"### alpha over the search\n\n![alpha]({figs['alpha']})\n")
     path = out / "report.md"

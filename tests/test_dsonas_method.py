@@ -86,3 +86,25 @@ def test_bad_settings_give_one_line(overrides: tuple[str, ...], message: str, tm
     lines = proc.stderr.strip().splitlines()
     assert lines[-1].startswith(message), proc.stderr[-2000:]
     assert "Traceback" not in proc.stderr
+
+
+def test_the_report_plots_a_gamma_sweep_front_and_the_sparsity(pruned_run: Path, tmp_path: Path) -> None:
+    """A second run with another gamma beside the first: the report joins them as one method's
+    variants on the accuracy-MACs figure and plots what pruning kept per epoch."""
+    import pandas as pd
+
+    from analysis.report import main as report_main
+
+    other = pruned_run.parent / "gamma_small"
+    proc = _run(other, "method=dsonas", "space=dsonas", "budget.search_epochs=2", "budget.retrain_epochs=1",
+                "method.gamma=0.0001")  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "report"
+    assert report_main([str(pruned_run.parent), "--out", str(out), "--bootstrap", "10"]) == 0
+    text = (out / "report.md").read_text()
+    assert "![front](figures/front.png)" in text and "![sparsity](figures/sparsity.png)" in text
+    assert (out / "figures" / "front.png").stat().st_size > 0 and (out / "figures" / "sparsity.png").stat().st_size > 0
+    sparsity = pd.read_csv(out / "sparsity.csv")
+    assert sorted(sparsity.groupby("path").size().tolist()) == [2, 4]  # pretrain + search epochs of each run
+    runs = pd.read_csv(out / "runs.csv")
+    assert len(runs) == 2 and runs["variant"].fillna("").str.contains("gamma").all()
