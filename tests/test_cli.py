@@ -24,14 +24,14 @@ def one_line_error(proc) -> str:
     return lines[0]
 
 
-METHOD_NAMES = "darts, dsnas, gdas, proxyless, random, reinforce, snas, spos"
+METHOD_NAMES = "darts, dsnas, dsonas, gdas, proxyless, random, reinforce, snas, spos"
 
 
 @pytest.mark.parametrize(
     "override, expected",
     [
         ("method=foo", f"error: unknown method 'foo'; choose one of: {METHOD_NAMES}"),
-        ("space=foo", "error: unknown space 'foo'; choose one of: darts, nb201, shufflenet"),
+        ("space=foo", "error: unknown space 'foo'; choose one of: darts, dsonas, nb201, shufflenet"),
         (
             "estimator=foo",
             "error: unknown estimator 'foo'; choose one of: binary_gate, dsnas, gumbel_softmax, gumbel_st, reinforce,"

@@ -108,3 +108,27 @@ def test_the_report_plots_a_gamma_sweep_front_and_the_sparsity(pruned_run: Path,
     assert sorted(sparsity.groupby("path").size().tolist()) == [2, 4]  # pretrain + search epochs of each run
     runs = pd.read_csv(out / "runs.csv")
     assert len(runs) == 2 and runs["variant"].fillna("").str.contains("gamma").all()
+
+
+def test_the_exported_pruned_network_runs_without_the_project(pruned_run: Path, tmp_path: Path) -> None:
+    """child.pt2 (torch.export) of the pruned network gives final_acc in a Python that has torch
+    and nothing of this project (-I -S: no site packages but torch's folder, no cwd)."""
+    import subprocess
+    import sys
+    import sysconfig
+
+    from omegaconf import OmegaConf
+
+    from conftest import ROOT
+    from nasbench.data import load_data
+    from test_run_e2e import PLAIN_TORCH_EVAL
+
+    summary = json.loads((pruned_run / "summary.json").read_text())
+    data = load_data(OmegaConf.load(ROOT / "experiments" / "conf" / "data" / "fashion_mnist.yaml"))
+    n = summary["test_images"]
+    torch.save({"x": data.test.images[:n].float() / 255, "y": data.test.labels[:n]}, tmp_path / "test.pt")
+    args = [sysconfig.get_paths()["purelib"], str(pruned_run / "child.pt2"), str(tmp_path / "test.pt")]
+    proc = subprocess.run([sys.executable, "-I", "-S", "-c", PLAIN_TORCH_EVAL, *args],
+                          capture_output=True, text=True, cwd=tmp_path, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert float(proc.stdout.strip()) == pytest.approx(summary["final_acc"], abs=1 / n + 1e-12)

@@ -174,3 +174,20 @@ def test_penalty_weights_none_flops_and_the_official_count() -> None:
     costs = s.costs()["sets"][start]
     assert float(s.penalty_weights(one_off, "flops")[start]) == pytest.approx(1 - costs.convs[0] / costs.total())
     assert float(s.penalty_weights(one_off, "count")[start]) == pytest.approx(24 / 25)
+
+
+def test_derived_and_sampled_architectures_keep_a_path_through_every_reduction() -> None:
+    """A reduction block with both connections at none passes nothing (chance accuracy): the
+    argmax derivation keeps its likelier connection, and sampling draws only passing pairs, uniformly."""
+    s = space("tiny")
+    reductions = [start for kind, start in s.layout if kind == "reduce"]
+    probs = torch.tensor([[0.9, 0.1]] * s.num_decisions)
+    probs[reductions[0] + 1] = torch.tensor([0.6, 0.4])  # likelier than its partner's 0.1
+    arch = s.derive(probs)
+    assert [arch[r : r + 2] for r in reductions] == [(0, 1), *[(1, 0)] * (len(reductions) - 1)]
+    assert sum(arch) == len(reductions)  # every normal connection stays none
+    gen = torch.Generator().manual_seed(0)
+    pairs = [s.sample(gen)[reductions[0] : reductions[0] + 2] for _ in range(3000)]
+    counts = {p: pairs.count(p) for p in set(pairs)}
+    assert set(counts) == {(1, 0), (0, 1), (1, 1)}
+    assert all(abs(c / 3000 - 1 / 3) < 0.04 for c in counts.values()), counts
