@@ -85,19 +85,28 @@ def identity(record: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def alpha_rows(folder: Path) -> list[dict[str, Any]]:
-    """alpha's probabilities at the end of each search epoch (metrics.jsonl), tidy."""
-    rows: list[dict[str, Any]] = []
+def metrics_entries(folder: Path) -> list[dict[str, Any]]:
+    """The records of metrics.jsonl, in order (unreadable lines and a missing file: none)."""
     try:
         lines = (folder / "metrics.jsonl").read_text().splitlines()
     except OSError:
-        return rows
+        return []
+    entries = []
     for line in lines:
         try:
             entry = json.loads(line)
         except ValueError:
             continue
-        probs = entry.get("alpha_probs") if isinstance(entry, dict) and entry.get("phase") == "search" else None
+        if isinstance(entry, dict):
+            entries.append(entry)
+    return entries
+
+
+def alpha_rows(folder: Path, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """alpha's probabilities at the end of each search epoch (metrics.jsonl's ``entries``), tidy."""
+    rows: list[dict[str, Any]] = []
+    for entry in entries:
+        probs = entry.get("alpha_probs") if entry.get("phase") == "search" else None
         if not isinstance(probs, list):
             continue
         for decision, row in enumerate(probs):
@@ -117,20 +126,12 @@ def alpha_rows(folder: Path) -> list[dict[str, Any]]:
 SPARSITY_COLUMNS = ("live_connections", "connections", "live_ops", "live_macs", "pruned_connections")
 
 
-def sparsity_rows(folder: Path) -> list[dict[str, Any]]:
+def sparsity_rows(folder: Path, entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The network a sparse method (DSO-NAS) would keep at the end of each pretrain and search
     epoch (metrics.jsonl's live_* fields), in order, with ``step``: the epoch's place over both."""
     rows: list[dict[str, Any]] = []
-    try:
-        lines = (folder / "metrics.jsonl").read_text().splitlines()
-    except OSError:
-        return rows
-    for line in lines:
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and all(isinstance(entry.get(k), (int, float)) for k in SPARSITY_COLUMNS):
+    for entry in entries:
+        if all(isinstance(entry.get(k), (int, float)) for k in SPARSITY_COLUMNS):
             row = {"path": str(folder), "phase": entry.get("phase"), "epoch": entry.get("epoch"), "step": len(rows) + 1}
             rows.append({**row, **{k: entry[k] for k in SPARSITY_COLUMNS}})
     return rows
@@ -227,8 +228,9 @@ def collect(root: Path | str) -> Collection:
                 row, phase_rows = load_run(folder)
                 runs.append(row)
                 phases.extend(phase_rows)
-                alphas.extend(alpha_rows(folder))
-                sparsity.extend(sparsity_rows(folder))
+                entries = metrics_entries(folder)  # read once for both tables
+                alphas.extend(alpha_rows(folder, entries))
+                sparsity.extend(sparsity_rows(folder, entries))
             else:
                 raise Broken("no summary.json: the run did not finish (failed, killed or still running)")
         except Broken as why:

@@ -119,16 +119,20 @@ class DsoNas(Method):
         """lambda's lr is the weights' scheduled lr times this factor (the budget's multiplier)."""
         return float(self.ctx.budget.get("arch_lr_multiplier", 1.0))
 
-    def arch_optimizer(self, arch: ArchParameters, weight_opt: torch.optim.Optimizer) -> ProximalAPG:
-        scale = self.alpha_lr()
-        clip = self.cfg.get("lambda_grad_clip")
+    @staticmethod
+    def proximal_step(cfg, arch: ArchParameters, weight_opt: torch.optim.Optimizer, scale: float) -> ProximalAPG:
+        """The APG update of lambda with lr = ``weight_opt``'s current lr x ``scale``."""
+        clip = cfg.get("lambda_grad_clip")
         return ProximalAPG(
             [arch.alpha],
             lr=lambda: float(weight_opt.param_groups[0]["lr"]) * scale,
-            gamma=self.gamma,
-            momentum=float(self.cfg["lambda_momentum"]),
+            gamma=float(cfg["gamma"]),
+            momentum=float(cfg["lambda_momentum"]),
             grad_clip=None if clip is None else float(clip),
         )
+
+    def arch_optimizer(self, arch: ArchParameters, weight_opt: torch.optim.Optimizer) -> ProximalAPG:
+        return self.proximal_step(self.cfg, arch, weight_opt, self.alpha_lr())
 
     def prepare_supernet(self, supernet: Supernet) -> None:
         if self.cfg.get("fix_bn_scale", True):  # official fix_gamma in pretrain and search
@@ -142,11 +146,9 @@ class DsoNas(Method):
         """The bench's DSO-NAS step (experiments/bench_step.py): the full network, every lambda at 1
         (the state of pretrain and the first search epochs, its most costly), with its APG step."""
         with torch.no_grad():
-            arch.mask &= space.scale_mask()
-            arch.alpha.copy_(arch.mask.to(arch.alpha.dtype))
-        clip = cfg.get("lambda_grad_clip")
-        return ProximalAPG([arch.alpha], lambda: float(weight_opt.param_groups[0]["lr"]), float(cfg["gamma"]),
-                           float(cfg["lambda_momentum"]), None if clip is None else float(clip))  # fmt: skip
+            arch.alpha.fill_(1.0)
+        cls.init_scales(space, arch)
+        return cls.proximal_step(cfg, arch, weight_opt, 1.0)
 
     # ----- lambda bookkeeping --------------------------------------------------------------------
     @staticmethod
@@ -154,9 +156,11 @@ class DsoNas(Method):
         """lambda > 0 and not pruned."""
         return (arch.alpha.detach() > 0) & arch.mask
 
-    def init_scales(self, arch: ArchParameters) -> None:
+    @staticmethod
+    def init_scales(space, arch: ArchParameters) -> None:
+        """Only the entries that carry a lambda stay unmasked; the others are 0."""
         with torch.no_grad():
-            arch.mask &= self.ctx.space.scale_mask()
+            arch.mask &= space.scale_mask()
             arch.alpha.masked_fill_(~arch.mask, 0.0)
 
     def prune(self, arch: ArchParameters) -> int:
@@ -209,7 +213,7 @@ class DsoNas(Method):
         total = self.epochs("search_epochs", minimum=1)
         pretrain = math.floor(float(self.cfg["pretrain_fraction"]) * total)
         s = start_search(self, total)
-        self.init_scales(s.arch)
+        self.init_scales(ctx.space, s.arch)
         info = lambda: self.sparsity(s.arch)  # noqa: E731
         pretrain_step = weight_step(s.trained, ctx.estimator, s.arch, s.sampler, ctx.device, ctx.trainer.loss,
                                     s.weight_opt, s.options)  # fmt: skip

@@ -159,19 +159,15 @@ class DsoNasSpace(SearchSpace):
         """The first decision of every normal block set (one in ``share``)."""
         return sorted({start for kind, start in self.layout if kind == "normal"})
 
-    def _reductions_pass(self, arch: list[int], prefer) -> Arch:
-        """``arch`` with every reduction block keeping at least one connection (``prefer(start)``
-        picks which): a reduction that passes nothing leaves no path from input to output."""
-        for kind, start in self.layout:
-            if kind == "reduce" and not (arch[start] or arch[start + 1]):
-                arch[start + prefer(start)] = 1
-        return tuple(arch)
-
     def derive(self, probs: Tensor, fixed: Mapping[int, int] | None = None) -> Arch:
         """The most likely candidate per connection (sampling methods' rule), except that a
-        reduction block keeps its more likely connection when both would be ``none``."""
+        reduction block keeps its more likely connection when both would be ``none`` (it would
+        leave no path from input to output)."""
         arch = list(super().derive(probs, fixed))
-        return self._reductions_pass(arch, lambda start: int(probs[start : start + 2, 1].argmax()))
+        for kind, start in self.layout:
+            if kind == "reduce" and not (arch[start] or arch[start + 1]):
+                arch[start + int(probs[start : start + 2, 1].argmax())] = 1
+        return tuple(arch)
 
     def sample(self, generator: torch.Generator | None = None) -> Arch:
         """Uniform over the architectures whose reductions pass something (3 pairs of 4)."""
