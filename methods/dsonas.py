@@ -135,11 +135,19 @@ class DsoNas(Method):
         return self.proximal_step(self.cfg, arch, weight_opt, self.alpha_lr())
 
     def prepare_supernet(self, supernet: Supernet) -> None:
+        self.normalise_head(supernet)
         if self.cfg.get("fix_bn_scale", True):  # official fix_gamma in pretrain and search
             for m in supernet.modules():
                 if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.weight is not None:
                     nn.init.ones_(m.weight)
                     m.weight.requires_grad_(False)
+
+    def normalise_head(self, network: nn.Module) -> None:
+        """space=darts (the adaptation): a non-affine BatchNorm before the classifier of the search
+        network and of the retrained one, when ``method.normalise_head`` (default true; spaces
+        whose networks have no ``normalise_head``, as space=dsonas, are left as they are)."""
+        if self.cfg.get("normalise_head", True) and hasattr(network, "normalise_head"):
+            network.normalise_head()
 
     @classmethod
     def bench_state(cls, cfg, space, arch: ArchParameters, weight_opt: torch.optim.Optimizer) -> ProximalAPG:
@@ -176,18 +184,25 @@ class DsoNas(Method):
         weights = self.ctx.space.penalty_weights(self.live(arch), self.adaptive)
         return (self.gamma * weights).to(arch.alpha.dtype)[:, None].expand_as(arch.alpha)
 
+    def scales(self, arch: ArchParameters) -> tuple[Tensor, Tensor]:
+        """Every lambda (alpha's entries the space scales by, in order) and whether it is unpruned."""
+        scaled = self.ctx.space.scale_mask().to(arch.mask.device)
+        return arch.alpha.detach()[scaled], arch.mask[scaled]
+
     def sparsity(self, arch: ArchParameters) -> dict[str, Any]:
-        """Per-epoch metrics: the network pruning would keep now (live connections and ops, MACs)."""
+        """Per-epoch metrics: the network pruning would keep now (the space's live connections and
+        ops, MACs of its child) and the lambdas (``pruned_connections``: pruned lambdas, a
+        connection in space=dsonas, an (edge, op) in space=darts)."""
         space = self.ctx.space
         now = space.support_arch(self.live(arch))
         macs = count_macs(space.build_child(now).eval(), torch.zeros(1, *space.inputs.shape))
-        lam = arch.alpha.detach()[:, 1]
+        lam, unpruned = self.scales(arch)
         return {
             **space.live_summary(now),
             "live_macs": macs,
-            "pruned_connections": int((~arch.mask[:, 1]).sum()),
-            "zero_lambdas": int(((lam == 0) & arch.mask[:, 1]).sum()),
-            "lambda_mean": float(lam[arch.mask[:, 1]].mean()) if bool(arch.mask[:, 1].any()) else 0.0,
+            "pruned_connections": int((~unpruned).sum()),
+            "zero_lambdas": int(((lam == 0) & unpruned).sum()),
+            "lambda_mean": float(lam[unpruned].mean()) if bool(unpruned.any()) else 0.0,
             "lambdas": [round(float(v), 5) for v in lam],
         }
 
@@ -232,7 +247,7 @@ class DsoNas(Method):
             "gamma": self.gamma,
             "adaptive": self.adaptive,
             "lambda_lr_multiplier": self.alpha_lr(),
-            "lambdas": [round(float(v), 6) for v in s.arch.alpha.detach()[:, 1]],
+            "lambdas": [round(float(v), 6) for v in self.scales(s.arch)[0]],
         }
         return SearchOutcome(s.supernet, arch, s.arch, extra)
 
@@ -243,5 +258,5 @@ class DsoNas(Method):
             selection = ctx.estimator.sample(outcome.alpha, torch.Generator(), ctx.device)
         selection.weights = selection.weights.detach()
         search_acc = ctx.search_accuracy(ScaledSearchNetwork(copy.deepcopy(outcome.supernet), selection))
-        child = retrain(ctx, outcome.arch)
+        child = retrain(ctx, outcome.arch, prepare=self.normalise_head)
         return MethodResult(arch=outcome.arch, search_acc=search_acc, child=child, extra=dict(outcome.extra))

@@ -51,13 +51,28 @@ from nasbench.spaces.darts_genotype import (
     EDGES_PER_CELL,
     STEPS,
     Genotype,
-    arch_to_genotype,
     format_genotype,
     genotype_to_arch,
     read_genotype,
 )
-from nasbench.spaces.darts_networks import AuxiliaryHead, Cell, DartsNetwork, build_cells, reduction_cells
+from nasbench.spaces.darts_networks import (
+    AuxiliaryHead,
+    Cell,
+    DartsNetwork,
+    build_cells,
+    normalise_head,
+    reduction_cells,
+)
 from nasbench.spaces.darts_ops import OPS, make_op
+from nasbench.spaces.darts_opsets import (
+    OpSetScales,
+    edge_ops,
+    genotype_of,
+    is_opset,
+    opset_from_genotype,
+    shares_an_edge,
+    validate_opset,
+)
 from nasbench.supernet import Supernet
 
 STEM_MULTIPLIER = 3  # the stem has 3C channels
@@ -92,6 +107,11 @@ class DartsSupernet(Supernet):
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(widths[-1], space.inputs.num_classes)
 
+    def normalise_head(self) -> None:
+        """A non-affine BatchNorm before global pooling (method=dsonas's adaptation,
+        darts_networks.normalise_head)."""
+        normalise_head(self)
+
     def body(self, x: Tensor) -> Tensor:
         s0 = s1 = self.stem(self.adapter(x))
         for cell in self.cells:
@@ -119,8 +139,9 @@ def _stem(cin: int, cout: int) -> nn.Sequential:
 
 
 @SPACES.register("darts")
-class DartsSpace(SearchSpace):
-    """28 edges x 8 ops; search, evaluation and one-stage networks as in the DARTS code."""
+class DartsSpace(OpSetScales, SearchSpace):
+    """28 edges x 8 ops; search, evaluation and one-stage networks as in the DARTS code; the
+    sparse-scale hooks of method=dsonas (``OpSetScales``)."""
 
     name = "darts"
     #: channels_last on the CPU made the gradients of steps through stride-2 skip_connect edges
@@ -144,18 +165,29 @@ class DartsSpace(SearchSpace):
         ]
 
     # ----- architectures -------------------------------------------------------------------
+    def validate(self, arch: Sequence[int]) -> Arch:
+        """28 op indices (one op per edge), or the op-set form of darts_opsets.py (196 0/1 entries,
+        any number of ops per edge: what method=dsonas finds here)."""
+        return validate_opset(arch) if is_opset(arch) else super().validate(arch)
+
     def genotype(self, arch: Sequence[int]) -> Genotype:
-        return arch_to_genotype(self.validate(arch))
+        return genotype_of(self.validate(arch))
+
+    def describe(self, arch: Sequence[int]) -> list[str]:
+        """Per edge its op, its ops joined by ``+`` (op-set form), or ``none``."""
+        return ["+".join(OPS[k] for k in ks) or "none" for ks in edge_ops(self.validate(arch))]
 
     def encode(self, arch: Sequence[int]) -> str:
         """The genotype in the DARTS code's form (nested per node when not two inputs each)."""
         return format_genotype(self.genotype(arch))
 
     def decode(self, text: str) -> Arch:
-        """A genotype (any form darts_genotype reads), a published name, or 28 op indices."""
+        """A genotype (any form darts_genotype reads; with two ops on an edge: the op-set form), a
+        published name, 28 op indices, or the op-set form's 196 0/1 entries."""
         s = text.strip()
         if s.startswith("Genotype") or (s.replace("_", "").isalnum() and not s.isdigit()):
-            return genotype_to_arch(read_genotype(s))
+            g = read_genotype(s)
+            return opset_from_genotype(g) if shares_an_edge(g) else genotype_to_arch(g)
         return super().decode(s)
 
     def derive(self, probs: Tensor, fixed: Mapping[int, int] | None = None) -> Arch:
@@ -187,8 +219,9 @@ class DartsSpace(SearchSpace):
 
     def build_child(self, arch: Sequence[int], supernet: Supernet | None = None) -> DartsNetwork:
         """The path of ``arch`` through the supernet (its modules, copied when given): the cells
-        keep only the edges whose op is not ``none``."""
-        arch = self.validate(arch)
+        keep only the edges whose op is not ``none``; an edge with several ops (op-set form)
+        sums them."""
+        ops = edge_ops(self.validate(arch))
         net = supernet if supernet is not None else self.build_supernet()
         cells: list[Cell] = []
         for cell in net.cells:
@@ -197,14 +230,13 @@ class DartsSpace(SearchSpace):
             for node_inputs in cell.nodes:
                 kept = []
                 for src in node_inputs:
-                    k = arch[base + e]
-                    if k:
+                    for k in ops[base + e]:
                         kept.append(src)
                         edges.append(cell.edges[e].candidates[k])
                     e += 1
                 nodes.append(kept)
             cells.append(Cell(cell.preprocess0, cell.preprocess1, nodes, edges, cell.concat, cell.reduction))
-        child = DartsNetwork(net.adapter, net.stem, cells, net.classifier)
+        child = DartsNetwork(net.adapter, net.stem, cells, net.classifier, pool=net.global_pooling)
         return copy.deepcopy(child) if supernet is not None else child
 
     def build_eval_network(self, arch: Sequence[int] | Genotype) -> DartsNetwork:

@@ -150,39 +150,57 @@ def parse_genotype(text: str) -> Genotype:
     )
 
 
-def genotype_to_arch(g: Genotype) -> tuple[int, ...]:
-    """The 28-entry tuple (one op per edge, ``none`` where the genotype has no pair); refuses a
-    genotype with two ops on one edge or a concat other than 2..5, which no tuple can hold."""
-    arch = []
+def genotype_edges(g: Genotype) -> list[list[int]]:
+    """Per decision (28 edges: normal, then reduction), the indices into ``OPS`` of the genotype's
+    ops on that edge (``none`` dropped); refuses a concat other than 2..5."""
+    ops: list[list[int]] = []
     for cell, (nodes, concat) in (("normal", g.cell(False)), ("reduce", g.cell(True))):
         if tuple(concat) != CONCAT:
             raise UserError(f"genotype {cell}_concat={list(concat)}: this space concatenates nodes {list(CONCAT)}")
-        row = [0] * EDGES_PER_CELL
+        row: list[list[int]] = [[] for _ in range(EDGES_PER_CELL)]
         for j, node in enumerate(nodes):
             for op, src in node:
-                if op == "none":
-                    continue
-                e = EDGES.index((j + 2, src))
-                if row[e]:
-                    raise UserError(
-                        f"genotype {cell}, node {j + 2}: two ops on the edge from {src}; an architecture of"
-                        " this space has one op per edge (the evaluation network takes such genotypes)"
-                    )
-                row[e] = OPS.index(op)
-        arch += row
+                if op != "none":
+                    row[EDGES.index((j + 2, src))].append(OPS.index(op))
+        ops += row
+    return ops
+
+
+def genotype_to_arch(g: Genotype) -> tuple[int, ...]:
+    """The 28-entry tuple (one op per edge, ``none`` where the genotype has no pair); refuses a
+    genotype with two ops on one edge (darts_opsets.py's op-set form holds it)."""
+    arch = []
+    for e, ks in enumerate(genotype_edges(g)):
+        if len(ks) > 1:
+            cell, (node, src) = ("normal", "reduce")[e // EDGES_PER_CELL], EDGES[e % EDGES_PER_CELL]
+            raise UserError(
+                f"genotype {cell}, node {node}: two ops on the edge from {src}; an architecture of"
+                " this space has one op per edge (the evaluation network takes such genotypes)"
+            )
+        arch.append(ks[0] if ks else 0)
     return tuple(arch)
+
+
+def edges_to_genotype(ops: Sequence[Sequence[int]]) -> Genotype:
+    """The genotype of per-edge op lists (28 of them): each node's pairs, by input, then op."""
+    cells = []
+    for c in range(2):
+        nodes = []
+        for j in range(STEPS):
+            pairs = (
+                (OPS[k], src)
+                for e, (node, src) in enumerate(EDGES)
+                if node == j + 2
+                for k in ops[c * EDGES_PER_CELL + e]
+            )
+            nodes.append(tuple(pairs))
+        cells.append(tuple(nodes))
+    return Genotype(cells[0], CONCAT, cells[1], CONCAT)
 
 
 def arch_to_genotype(arch: Sequence[int]) -> Genotype:
     """The genotype of a 28-entry tuple: each node's non-``none`` edges, by input."""
-    cells = []
-    for c in range(2):
-        row = arch[c * EDGES_PER_CELL : (c + 1) * EDGES_PER_CELL]
-        nodes = []
-        for j in range(STEPS):
-            nodes.append(tuple((OPS[row[e]], src) for e, (node, src) in enumerate(EDGES) if node == j + 2 and row[e]))
-        cells.append(tuple(nodes))
-    return Genotype(cells[0], CONCAT, cells[1], CONCAT)
+    return edges_to_genotype([[k] if k else [] for k in arch])
 
 
 #: published genotypes, as their official code prints them (facts copied, not code): quark0/darts

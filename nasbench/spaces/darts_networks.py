@@ -151,6 +151,11 @@ class DartsNetwork(nn.Module):
         self.auxiliary_after = auxiliary_after
         self.drop_path_prob = 0.0
 
+    def normalise_head(self) -> None:
+        """A non-affine BatchNorm before global pooling (method=dsonas's adaptation; see
+        ``normalise_head`` below)."""
+        normalise_head(self)
+
     def drop_auxiliary(self) -> None:
         """Remove the auxiliary head (the deployed network has none; DARTS's parameter counts
         exclude it)."""
@@ -168,3 +173,14 @@ class DartsNetwork(nn.Module):
                 aux = self.auxiliary_head(s1)
         logits = self.classifier(self.global_pooling(s1).flatten(1))
         return (logits, aux) if aux is not None else logits
+
+
+def normalise_head(net: nn.Module) -> None:
+    """Put a non-affine BatchNorm before ``net.global_pooling`` (on the classifier's device).
+    method=dsonas's adaptation to this space: without it the unbounded per-op scales of the search
+    network, and the sums of several ops per edge of the network it finds, scale the logits
+    (DSO-NAS's own blocks end in BatchNorm; the DARTS cells do not)."""
+    linear = net.classifier if isinstance(net.classifier, nn.Linear) else None
+    assert linear is not None, "normalise_head needs a linear classifier"
+    norm = nn.BatchNorm2d(linear.in_features, affine=False, device=linear.weight.device)
+    net.global_pooling = nn.Sequential(norm, net.global_pooling)
