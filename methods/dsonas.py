@@ -27,6 +27,11 @@ scaled by its live ops' MACs over its full MACs, recomputed before every lambda 
 ``count`` (what the official optimizer_split_flops.py computes instead: a live-op count ratio).
 Candidates that did not run get no weight update (``unsampled_weights: skip``): a pruned op is
 gone from the official network after its rebuild.
+
+On ``space=darts`` (the suite's adaptation, no official code): one lambda per (edge, op), the
+architecture the op-set form of nasbench/spaces/darts_opsets.py, and ``method.normalise_head``
+(default true) a non-affine BatchNorm before the classifier of the search and retrained networks,
+so that lambdas cannot scale the logits (docs/fidelity.md, "DSO-NAS").
 """
 
 from __future__ import annotations
@@ -108,8 +113,8 @@ class DsoNas(Method):
         super().__init__(ctx)
         if not self.supports(type(ctx.space)):
             raise UserError(
-                f"method dsonas needs a space whose connections carry scales (space=dsonas); space {ctx.space.name}"
-                " has none"
+                f"method dsonas needs a space whose connections or ops carry scales (space=dsonas, or space=darts"
+                f" as an adaptation); space {ctx.space.name} has none"
             )
         self.gamma = float(self.cfg["gamma"])
         self.adaptive = str(self.cfg["adaptive"])

@@ -197,7 +197,6 @@ def test_genotype_forms_round_trip() -> None:
         ("DARTS_V9", "no published genotype named 'DARTS_V9'; the suite ships: DARTS_V1"),
         (PUBLISHED_TEXT["DARTS_V2"].replace("('dil_conv_3x3', 2)", "('dil_conv_3x3', 5)"), "input 5 does not exist"),
         (PUBLISHED_TEXT["DARTS_V2"].replace("'dil_conv_3x3'", "'conv_9x9'"), "unknown op 'conv_9x9'; ops are: none"),
-        (PUBLISHED_TEXT["DARTS_V2"].replace("('skip_connect', 0), ('dil", "('sep_conv_5x5', 2), ('dil"), "two ops"),
         (
             "Genotype(normal=[('none', 0), ('none', 1), ('none', 0)], normal_concat=[2], reduce=[], reduce_concat=[2])",
             "3 pairs",

@@ -73,7 +73,10 @@ def test_batchnorm_scales_stay_at_one_during_the_search(pruned_run: Path) -> Non
 @pytest.mark.parametrize(
     ("overrides", "message"),
     [
-        (("space=nb201",), "error: method dsonas needs a space whose connections carry scales (space=dsonas)"),
+        (
+            ("space=nb201",),
+            "error: method dsonas needs a space whose connections or ops carry scales (space=dsonas, or space=darts",
+        ),
         (("estimator=dsnas",), "error: method dsonas scales every connection by a non-negative lambda"),
         (("method.adaptive=macs",), "error: method.adaptive=macs: must be one of none, flops, count"),
         (("method.prune_every=0",), "error: method.prune_every=0: must be at least 1 (epochs)"),
