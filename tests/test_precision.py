@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from conftest import method_space_pairs, tiny_space
+from conftest import method_space_cover, tiny_space
 from nasbench.device import autocast, compiled, configure, precision
 from nasbench.errors import UserError
 from nasbench.train import plain_step, train_batch, weight_optimizer
@@ -55,10 +55,12 @@ def test_bf16_autocasts_the_forward_only(restore_precision) -> None:
 SMALL = ("budget.train_subset=384", "budget.test_subset=100", "budget.finetune_epochs=1", "budget.retrain_epochs=1")
 
 
-@pytest.mark.parametrize(("method", "space"), method_space_pairs(), ids=[f"{m}-{s}" for m, s in method_space_pairs()])
-def test_every_method_on_every_space_completes_under_bf16(method: str, space: str, tmp_path) -> None:
+@pytest.mark.parametrize(("method", "space"), method_space_cover(), ids=[f"{m}-{s}" for m, s in method_space_cover()])
+def test_every_method_and_every_space_complete_under_bf16(method: str, space: str, tmp_path) -> None:
     """bf16 autocast on the CPU finds the dtype bugs a GPU run would hit (issue 13: ProxylessNAS's
-    probed candidates, recomputed in the backward outside autocast, met fp32 weights)."""
+    probed candidates, recomputed in the backward outside autocast, met fp32 weights). Every
+    method on two of its spaces, every space several times (conftest.method_space_cover); the
+    fp32 end-to-end test runs every pair."""
     summary = _tiny_run(tmp_path / "bf16", f"method={method}", f"space={space}", "precision=bf16", "device=cpu", *SMALL)
     check_summary(summary, method, space, SMALL)
     assert summary["precision"] == "bf16"
