@@ -60,6 +60,7 @@ from nasbench.spaces.darts_networks import (
     Cell,
     DartsNetwork,
     build_cells,
+    imagenet_network,
     normalise_head,
     reduction_cells,
 )
@@ -244,8 +245,10 @@ class DartsSpace(OpSetScales, SearchSpace):
         ``NetworkCIFAR``: affine BatchNorm, no BatchNorm after pools, and an auxiliary head when
         ``auxiliary_weight`` > 0."""
         g = arch if isinstance(arch, Genotype) else self.genotype(arch)
-        if self.imagenet:
-            return self._imagenet_network(g)
+        if self.imagenet:  # NetworkImageNet, the mobile setting: 14 cells, C=48
+            layers, c = int(self.preset.get("imagenet_cells", 14)), int(self.preset.get("imagenet_channels", 48))
+            aux = self.eval_recipe().auxiliary_weight > 0
+            return imagenet_network(self.adapter(), self.inputs, layers, c, _genotype_plan(g), _fresh_op, aux)
         layers, c = int(self.preset["eval_cells"]), int(self.preset["eval_channels"])
 
         cells, widths = build_cells(layers, c, STEM_MULTIPLIER * c, True, _genotype_plan(g), _fresh_op)
@@ -283,32 +286,6 @@ class DartsSpace(OpSetScales, SearchSpace):
         """Inputs of ImageNet size (a working resolution of 128 or more): the evaluation network is
         DARTS's ``NetworkImageNet`` (the mobile setting) instead of ``NetworkCIFAR``."""
         return self.resolution >= 128
-
-    def _imagenet_network(self, g: Genotype) -> DartsNetwork:
-        """``NetworkImageNet``: two stride-2 stems (3x3 conv to C/2, BN, ReLU, 3x3 conv to C, BN;
-        then ReLU, 3x3 conv, BN), the first cell reading them as after a reduction, a 7x7 average
-        pool; ``imagenet_cells`` and ``imagenet_channels`` (mobile setting: 14 and 48)."""
-        layers, c = int(self.preset.get("imagenet_cells", 14)), int(self.preset.get("imagenet_channels", 48))
-
-        cells, widths = build_cells(layers, c, c, True, _genotype_plan(g), _fresh_op, reduction_prev=True)
-        cin = self.inputs.channels
-        stem0 = nn.Sequential(
-            nn.Conv2d(cin, c // 2, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(c // 2),
-            nn.ReLU(inplace=False),
-            nn.Conv2d(c // 2, c, 3, stride=2, padding=1, bias=False),
-            nn.BatchNorm2d(c),
-        )
-        stem1 = nn.Sequential(
-            nn.ReLU(inplace=False), nn.Conv2d(c, c, 3, stride=2, padding=1, bias=False), nn.BatchNorm2d(c)
-        )
-        after = reduction_cells(layers)[1]
-        aux = None
-        if self.eval_recipe().auxiliary_weight > 0:
-            aux = AuxiliaryHead(widths[after], self.inputs.num_classes, imagenet=True)
-        classifier = nn.Linear(widths[-1], self.inputs.num_classes)
-        pool = nn.AvgPool2d(7)
-        return DartsNetwork(self.adapter(), stem0, cells, classifier, aux, after, stem1=stem1, pool=pool)
 
     def deployable(self, net: nn.Module) -> nn.Module:
         """The evaluation network without its auxiliary head (it only trains)."""

@@ -184,3 +184,26 @@ def normalise_head(net: nn.Module) -> None:
     assert linear is not None, "normalise_head needs a linear classifier"
     norm = nn.BatchNorm2d(linear.in_features, affine=False, device=linear.weight.device)
     net.global_pooling = nn.Sequential(norm, net.global_pooling)
+
+
+def imagenet_network(
+    adapter: nn.Module, inputs: Any, layers: int, c: int, plan: Callable, make: Callable, auxiliary: bool
+) -> DartsNetwork:
+    """DARTS's ``NetworkImageNet`` of ``layers`` cells at width ``c`` (``plan`` and ``make`` as
+    ``build_cells`` takes them): two stride-2 stems (3x3 conv to C/2, BN, ReLU, 3x3 conv to C, BN;
+    then ReLU, 3x3 conv, BN), the first cell reading them as after a reduction, a 7x7 average pool,
+    and the auxiliary head after the second reduction when ``auxiliary``."""
+    cells, widths = build_cells(layers, c, c, True, plan, make, reduction_prev=True)
+    stem0 = nn.Sequential(
+        nn.Conv2d(inputs.channels, c // 2, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(c // 2),
+        nn.ReLU(inplace=False),
+        nn.Conv2d(c // 2, c, 3, stride=2, padding=1, bias=False),
+        nn.BatchNorm2d(c),
+    )
+    conv1 = nn.Conv2d(c, c, 3, stride=2, padding=1, bias=False)
+    stem1 = nn.Sequential(nn.ReLU(inplace=False), conv1, nn.BatchNorm2d(c))
+    after = reduction_cells(layers)[1]
+    aux = AuxiliaryHead(widths[after], inputs.num_classes, imagenet=True) if auxiliary else None
+    classifier = nn.Linear(widths[-1], inputs.num_classes)
+    return DartsNetwork(adapter, stem0, cells, classifier, aux, after, stem1=stem1, pool=nn.AvgPool2d(7))
