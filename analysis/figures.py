@@ -175,8 +175,9 @@ def front_figure(runs: pd.DataFrame) -> plt.Figure:
     and estimator whose configurations differ only in hyperparameters (DSO-NAS's ``gamma``, the
     variant column) are joined in MACs order: the accuracy-MACs front such a sweep traces."""
     df = runs.assign(mmacs=runs["flops"] / 1e6, method_estimator=runs["method"] + " / " + runs["estimator"])
+    df = df.assign(run=_label(df))
     fig, ax = plt.subplots(figsize=(6.4, 4.2))
-    sns.scatterplot(df, x="mmacs", y="final_acc", hue=_label(df), style="method_estimator", s=70, ax=ax)
+    sns.scatterplot(df, x="mmacs", y="final_acc", hue="run", style="method_estimator", s=70, ax=ax)
     for _, group in df.groupby(["method_estimator", "space"]):
         means = group.groupby(group.get("variant", pd.Series("", index=group.index)).fillna("")).agg(
             mmacs=("mmacs", "mean"), final_acc=("final_acc", "mean")
