@@ -54,6 +54,10 @@ class Selection:
     #: does not run (value 0 with a straight-through weight, gradient sum(dL/dm)): the official
     #: NAS-Bench-201 GDAS cell's ``forward_gdas``; None: no such terms
     constants: list[list[int]] | None = None
+    #: per group of choice blocks (``ChoiceBlock.group``: a DARTS cell's index), the selection
+    #: those blocks follow instead of this one (EnTranNAS: transit cells run the derived sub-graph
+    #: while engine cells run the mixture); None, or a group not listed: this selection
+    groups: dict[int, Selection] | None = None
 
     @classmethod
     def single_path(cls, arch: Sequence[int]) -> Selection:
@@ -80,16 +84,22 @@ class _SelectionSlot:
 class ChoiceBlock(nn.Module):
     """One decision's candidate ops inside a supernet (a MixedOp in DARTS terms)."""
 
-    def __init__(self, decision: int, candidates: Sequence[nn.Module], slot: _SelectionSlot) -> None:
+    def __init__(
+        self, decision: int, candidates: Sequence[nn.Module], slot: _SelectionSlot, group: int | None = None
+    ) -> None:
         super().__init__()
         self.decision = decision
         self.candidates = nn.ModuleList(candidates)
         self._slot = slot
+        #: which group of blocks this one belongs to (a DARTS cell's index; ``Selection.groups``)
+        self.group = group
 
     def forward(self, x: Tensor) -> Tensor | None:
         selection = self._slot.selection
         if selection is None:
             raise RuntimeError("a supernet must be called with a Selection")
+        if selection.groups is not None and self.group in selection.groups:
+            selection = selection.groups[self.group]
         ops = selection.active[self.decision]
         if not selection.is_weighted(self.decision):
             if len(ops) != 1:

@@ -14,6 +14,7 @@ from nasbench.spaces import SPACES
 from nasbench.spaces.base import InputSpec
 from nasbench.spaces.darts_genotype import (
     EDGES,
+    EDGES_PER_CELL,
     PUBLISHED_TEXT,
     arch_to_genotype,
     format_genotype,
@@ -330,3 +331,39 @@ def test_two_identical_steps_give_identical_gradients() -> None:
         torch.nn.functional.cross_entropy(net(x, Selection.single_path(arch)), y).backward()
         grads.append(torch.cat([p.grad.flatten() for p in net.parameters() if p.grad is not None]))
     assert all(torch.equal(g, grads[0]) for g in grads)
+
+
+def test_a_group_selection_runs_only_its_ops_in_its_cell() -> None:
+    """``Selection.groups`` (EnTranNAS's transit cells): cell 1 follows a single path while cells 0
+    and 2 run every op weighted; the other ops of cell 1 run no forward and get no gradient, and
+    a group selection for every cell is the same as that selection itself."""
+    space = SPACES.get("darts")(preset("darts", "tiny"), FASHION)
+    torch.manual_seed(0)
+    supernet = space.build_supernet()
+    n = space.num_decisions
+    mixture = Selection(active=[list(range(len(OPS)))] * n, weights=torch.softmax(torch.randn(n, len(OPS)), -1))
+    arch = space.sample(torch.Generator().manual_seed(2))
+    path = Selection.single_path(arch)
+    ran: set[tuple[int, int, int]] = set()
+    for i, cell in enumerate(supernet.cells):
+        for e, block in enumerate(cell.edges):
+            assert block.group == i
+            for k, op in enumerate(block.candidates):
+                op.register_forward_hook(lambda m, a, o, key=(i, e, k): ran.add(key))
+    x = torch.rand(4, 1, 28, 28)
+    supernet(x, Selection(mixture.active, mixture.weights, groups={1: path})).sum().backward()
+    for i, cell in enumerate(supernet.cells):
+        offset = EDGES_PER_CELL if cell.reduction else 0
+        for e, block in enumerate(cell.edges):
+            for k, op in enumerate(block.candidates):
+                expected = k == arch[offset + e] if i == 1 else True
+                assert ((i, e, k) in ran) == expected, (i, e, k)
+                grads = [p.grad for p in op.parameters()]
+                if i == 1 and not expected:
+                    assert all(g is None for g in grads)
+    supernet.eval()
+    with torch.no_grad():
+        every = {i: path for i in range(len(supernet.cells))}
+        torch.testing.assert_close(
+            supernet(x, Selection(mixture.active, mixture.weights, groups=every)), supernet(x, path)
+        )

@@ -83,7 +83,8 @@ ONE_STAGE_NETWORKS = ("eval", "search")
 
 class DartsSupernet(Supernet):
     """The search network: every cell edge a ChoiceBlock over the 8 ops; edge e of every normal
-    cell is decision e, of every reduction cell decision 14 + e. ``deploy``: the one-stage
+    cell is decision e, of every reduction cell decision 14 + e; cell i's blocks are group i
+    (``Selection.groups``). ``deploy``: the one-stage
     network (the evaluation network's depth, width and affine BatchNorm; BatchNorm after pools kept)."""
 
     def __init__(self, space: DartsSpace, deploy: bool = False) -> None:
@@ -102,6 +103,9 @@ class DartsSupernet(Supernet):
             return self.make_choice_block(decision, ops)
 
         cells, widths = build_cells(layers, c, STEM_MULTIPLIER * c, deploy, plan, edge)
+        for i, cell in enumerate(cells):  # each cell is a group (Selection.groups)
+            for block in cell.edges:
+                block.group = i
         self.adapter = space.adapter()
         self.stem = _stem(space.inputs.channels, STEM_MULTIPLIER * c)
         self.cells = nn.ModuleList(cells)
