@@ -63,6 +63,8 @@ from nasbench.spaces.darts_networks import (
     imagenet_network,
     normalise_head,
     reduction_cells,
+    share_features,
+    unshared,
 )
 from nasbench.spaces.darts_ops import OPS, make_op
 from nasbench.spaces.darts_opsets import (
@@ -106,6 +108,8 @@ class DartsSupernet(Supernet):
         for i, cell in enumerate(cells):  # each cell is a group (Selection.groups)
             for block in cell.edges:
                 block.group = i
+            if preset.get("feature_sharing", False):
+                share_features(cell)
         self.adapter = space.adapter()
         self.stem = _stem(space.inputs.channels, STEM_MULTIPLIER * c)
         self.cells = nn.ModuleList(cells)
@@ -237,7 +241,7 @@ class DartsSpace(OpSetScales, SearchSpace):
                 for src in node_inputs:
                     for k in ops[base + e]:
                         kept.append(src)
-                        edges.append(cell.edges[e].candidates[k])
+                        edges.append(unshared(cell.edges[e].candidates[k]))
                     e += 1
                 nodes.append(kept)
             cells.append(Cell(cell.preprocess0, cell.preprocess1, nodes, edges, cell.concat, cell.reduction))

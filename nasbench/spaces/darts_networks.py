@@ -41,8 +41,17 @@ class Cell(nn.Module):
         self.edges = nn.ModuleList(edges)
         self.concat = list(concat)
         self.reduction = reduction
+        #: ops shared by every edge from one input (``share_features``), emptied after each forward
+        self.shared: list[SharedOp] = []
 
     def forward(self, s0: Tensor, s1: Tensor, drop_prob: float = 0.0) -> Tensor:
+        try:
+            return self._forward(s0, s1, drop_prob)
+        finally:
+            for op in self.shared:  # hold no activation past the forward
+                op.clear()
+
+    def _forward(self, s0: Tensor, s1: Tensor, drop_prob: float) -> Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
         e = 0
         for inputs in self.nodes:
@@ -61,6 +70,48 @@ class Cell(nn.Module):
                 total = states[1][:, :, ::stride, ::stride].mul(0.0)
             states.append(total)
         return torch.cat([states[i] for i in self.concat], dim=1)
+
+
+class SharedOp(nn.Module):
+    """One op on one input of a cell, computed once per cell forward for every edge that reads
+    that input (EnTranNAS's feature sharing: o_ij^k = o_i^k, the same weights and the same
+    output for every later node j). The output is kept only while its cell's forward runs."""
+
+    def __init__(self, op: nn.Module) -> None:
+        super().__init__()
+        self.op = op
+        self._last: tuple[Tensor, Tensor] | None = None
+
+    def forward(self, x: Tensor) -> Tensor:
+        if self._last is not None and self._last[0] is x:
+            return self._last[1]
+        y = self.op(x)
+        self._last = (x, y)
+        return y
+
+    def clear(self) -> None:
+        self._last = None
+
+
+def share_features(cell: Cell) -> None:
+    """Make every edge of ``cell`` that reads input i use input i's one bank of ops (the first
+    such edge's candidates, each a ``SharedOp``); the other edges' own ops are dropped. The
+    edges must be choice blocks (``candidates``) in ``cell.nodes`` order."""
+    banks: dict[int, nn.ModuleList] = {}
+    e = 0
+    for inputs in cell.nodes:
+        for src in inputs:
+            block = cell.edges[e]
+            if src not in banks:
+                banks[src] = nn.ModuleList(SharedOp(op) for op in block.candidates)
+            block.candidates = banks[src]
+            e += 1
+    cell.shared = [op for bank in banks.values() for op in bank]
+
+
+def unshared(op: nn.Module) -> nn.Module:
+    """The op itself, without the sharing wrapper (a child computes each edge on its own)."""
+    return op.op if isinstance(op, SharedOp) else op
 
 
 def reduction_cells(layers: int) -> tuple[int, int]:
