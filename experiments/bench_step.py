@@ -72,6 +72,7 @@ def method_step(
     method_cfg.update(method_overrides or {})
     estimator = build_estimator(estimator_cfg or default_estimator)
     method_cls = METHODS.get(method)
+    method_cls.bind_estimator(method_cfg, estimator, space, device)
     # the method's own step options: DSNAS's paths per step, which weights move when unsampled
     options = step_options(method_cfg, resolve_paths(method_cfg.get("paths_per_step", 1), x.shape[0]))
     params = ArchParameters(space.candidate_mask())
@@ -81,7 +82,7 @@ def method_step(
         for i, k in enumerate(arch):
             params.fix(i, k)
     estimator.on_epoch_start(0, 1)
-    alpha_opt = torch.optim.Adam([params.alpha], lr=1e-3, betas=(0.5, 0.999))
+    alpha_opt = torch.optim.Adam([params.alpha, *estimator.arch_parameters()], lr=1e-3, betas=(0.5, 0.999))
     gen = torch.Generator().manual_seed(seed)
     args = (model, estimator, params, gen, device, loss_fn)
     weight_opt = weight_optimizer(model, train)
@@ -158,6 +159,9 @@ def measure(job: dict) -> dict:
         step = child_step()
     else:
         method = job.get("method", job["config"])
+        options = (method_config(method)[0].get("space_options") or {}).get(job["space"]) or {}
+        if options:  # the network the method's runs search in (EnTranNAS: feature sharing)
+            space = SPACES.get(job["space"])({**job["preset"], **options}, spec)
         # the supernet the method's runs search in (darts: DSNAS's one-stage network is larger)
         model = space.build_supernet(one_stage=one_stage).to(device, memory_format=fmt)
         step = method_step(

@@ -139,6 +139,7 @@ def prepare(cfg: DictConfig, record: RunRecord) -> tuple[type[Method], RunContex
     torch.manual_seed(int(cfg.seed))  # the same on every rank: the same initial network
     data = load_data(cfg.data)
     space = build_space(cfg, data.spec)
+    method_cls.bind_estimator(OmegaConf.to_container(cfg.method, resolve=True), estimator, space, device)
     budget = check_budget(cfg)
     meter = BudgetMeter(device, dist_env.world_size)
     trainer = Trainer(budget, data, device, meter, record.metrics_path, seed=int(cfg.seed), progress=bool(cfg.progress))

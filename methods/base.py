@@ -118,6 +118,13 @@ class Method:
         schedules compensate identically for every method that learns alpha."""
         return float(self.cfg["alpha_optimizer"]["lr"]) * float(self.ctx.budget.get("arch_lr_multiplier", 1.0))
 
+    @classmethod
+    def bind_estimator(cls, cfg: Mapping[str, Any], estimator: Any, space: Any, device: torch.device) -> None:
+        """Give the estimator the run's space and device before anything samples (run.py, the
+        bench). A method whose keys configure its estimator (EnTranNAS: the derivation, the
+        engine cells) sets them here first."""
+        estimator.bind(space, device)
+
     def arch_optimizer(self, arch: ArchParameters, weight_opt: torch.optim.Optimizer) -> torch.optim.Optimizer | None:
         """The update of the architecture parameters ``arch.alpha`` after each alpha gradient.
 
@@ -131,7 +138,8 @@ class Method:
         if opt is None:
             return None
         betas = tuple(opt["betas"])
-        return torch.optim.Adam([arch.alpha], lr=self.alpha_lr(), betas=betas, weight_decay=float(opt["weight_decay"]))
+        params = [arch.alpha, *self.ctx.estimator.arch_parameters()]  # an estimator's own (DST thresholds) too
+        return torch.optim.Adam(params, lr=self.alpha_lr(), betas=betas, weight_decay=float(opt["weight_decay"]))
 
     def prepare_supernet(self, supernet: Supernet) -> None:
         """Change the freshly built supernet before its optimizer and any DistributedDataParallel

@@ -30,8 +30,8 @@ gone from the official network after its rebuild.
 
 On ``space=darts`` (the suite's adaptation, no official code): one lambda per (edge, op), the
 architecture the op-set form of nasbench/spaces/darts_opsets.py, and ``method.normalise_head``
-(default true) a non-affine BatchNorm before the classifier of the search and retrained networks,
-so that lambdas cannot scale the logits (docs/fidelity.md, "DSO-NAS").
+(default true) a non-affine BatchNorm before the classifier of the search network, so that lambdas
+cannot scale the logits (docs/fidelity.md, "DSO-NAS").
 """
 
 from __future__ import annotations
@@ -149,8 +149,9 @@ class DsoNas(Method):
 
     def normalise_head(self, network: nn.Module) -> None:
         """space=darts (the adaptation): a non-affine BatchNorm before the classifier of the search
-        network and of the retrained one, when ``method.normalise_head`` (default true; spaces
-        whose networks have no ``normalise_head``, as space=dsonas, are left as they are)."""
+        network, when ``method.normalise_head`` (default true; spaces whose networks have no
+        ``normalise_head``, as space=dsonas, are left as they are). The retrained network of an
+        architecture with several ops on an edge has one in any case (DartsSpace.build_eval_network)."""
         if self.cfg.get("normalise_head", True) and hasattr(network, "normalise_head"):
             network.normalise_head()
 
@@ -263,5 +264,5 @@ class DsoNas(Method):
             selection = ctx.estimator.sample(outcome.alpha, torch.Generator(), ctx.device)
         selection.weights = selection.weights.detach()
         search_acc = ctx.search_accuracy(ScaledSearchNetwork(copy.deepcopy(outcome.supernet), selection))
-        child = retrain(ctx, outcome.arch, prepare=self.normalise_head)
+        child = retrain(ctx, outcome.arch)
         return MethodResult(arch=outcome.arch, search_acc=search_acc, child=child, extra=dict(outcome.extra))

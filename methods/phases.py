@@ -157,19 +157,12 @@ def inherit(ctx: RunContext, arch: Arch, supernet: Supernet) -> tuple[nn.Module,
     return child, ctx.search_accuracy(child)
 
 
-def retrain(
-    ctx: RunContext,
-    arch: Arch,
-    phase: str = "retrain",
-    counted: bool = True,
-    prepare: Callable[[nn.Module], None] | None = None,
-) -> nn.Module:
+def retrain(ctx: RunContext, arch: Arch, phase: str = "retrain", counted: bool = True) -> nn.Module:
     """Train the evaluation network of ``arch`` from scratch with the shared recipe (metered as
     ``phase``): the stand-alone child, or the space's own evaluation network with its recipe
     (darts: auxiliary head, drop-path, cutout; nasbench/retrain_recipe.py). The budget's
     ``retrain_batch_size`` and ``retrain_lr_min`` (null: the search's) set the retrain's batch and
-    the cosine's floor; ``prepare`` (a method's change to the fresh network, before placing it)
-    runs first. Returns the network as deployed (without an auxiliary head)."""
+    the cosine's floor. Returns the network as deployed (without an auxiliary head)."""
     budget = ctx.budget
     epochs = int(budget["retrain_epochs"])
     if epochs < 1:
@@ -177,10 +170,7 @@ def retrain(
     recipe = ctx.space.eval_recipe()
     batch = int(budget.get("retrain_batch_size") or 0) or None
     floor = budget.get("retrain_lr_min")
-    child = ctx.space.build_eval_network(arch)
-    if prepare is not None:
-        prepare(child)
-    child = ctx.place(child)
+    child = ctx.place(ctx.space.build_eval_network(arch))
     optimizer = weight_optimizer(child, budget)
     steps = ctx.trainer.steps_per_epoch(batch_size=batch)
     schedule = WarmupCosine(

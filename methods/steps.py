@@ -85,13 +85,13 @@ def check_alpha(arch: ArchParameters) -> None:
         raise NonFiniteLoss("alpha became non-finite (the loss diverged; lower the lr)")
 
 
-def _signal_leaf(arch: ArchParameters, selection: Selection) -> Tensor:
+def _signal_leaves(arch: ArchParameters, selection: Selection, estimator: Any) -> list[Tensor]:
     """What the backward must reach for alpha's signal: the sampled weights where the estimator
-    reads their gradient (a dummy 1, binary gates), otherwise alpha itself (autograd)."""
+    reads their gradient (a dummy 1, binary gates), otherwise alpha itself (autograd); and the
+    estimator's own architecture parameters (``Estimator.arch_parameters``)."""
     w = selection.weights
-    if w is not None and w.is_leaf and w.requires_grad:
-        return w
-    return arch.alpha
+    leaf = w if w is not None and w.is_leaf and w.requires_grad else arch.alpha
+    return [leaf, *getattr(estimator, "arch_parameters", list)()]
 
 
 @dataclass(frozen=True)
@@ -182,6 +182,9 @@ def apply_alpha_update(
             arch.alpha.grad = extra if arch.alpha.grad is None else arch.alpha.grad + extra
     if arch.alpha.grad is not None:
         distributed.average_(arch.alpha.grad)  # every rank's batch part: alpha stays identical
+        for own in getattr(estimator, "arch_parameters", list)():
+            if own.grad is not None:
+                distributed.average_(own.grad)
         for i in arch.fixed:
             arch.alpha.grad[i] = 0.0
         if alpha_grad_clip is not None:
@@ -298,7 +301,7 @@ def held_out_alpha_step(
         selection.info["cheap_credit"] = False  # the backward reaches alpha's signal only
         with autocast(xv.device.type):
             loss = loss_fn(supernet(xv, selection), yv)
-        loss.backward(inputs=[_signal_leaf(arch, selection)])
+        loss.backward(inputs=_signal_leaves(arch, selection, estimator))
         apply_alpha_update(estimator, arch, selection, alpha_opt)
         return {"valid_loss": float(loss.detach())}
 

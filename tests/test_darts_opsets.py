@@ -129,12 +129,13 @@ def test_the_child_summing_an_edges_ops_equals_the_search_network_with_those_lam
                 torch.testing.assert_close(supernet(x, selection), child(x), rtol=1e-5, atol=1e-5)
 
 
-def test_the_retrained_network_of_an_op_set_sums_its_ops_and_can_normalise_its_head() -> None:
+def test_the_retrained_network_of_an_op_set_sums_its_ops_behind_a_normalised_head() -> None:
     s = space()
     arch = opset_from_edges([[1, 4, 7]] * (2 * EDGES_PER_CELL))
     net = s.build_eval_network(arch)
-    net.normalise_head()
     assert isinstance(net.global_pooling[0], torch.nn.BatchNorm2d) and not net.global_pooling[0].affine
+    one_op = opset_from_edges([[4]] * (2 * EDGES_PER_CELL))  # one op per edge: DARTS's own network
+    assert isinstance(s.build_eval_network(one_op).global_pooling, torch.nn.AdaptiveAvgPool2d)
     out = net.eval()(torch.rand(2, 1, 28, 28))
     assert out.shape == (2, 10) and bool(torch.isfinite(out).all())
     cell = net.cells[0]  # every (node, input) pair once per op: three modules per edge

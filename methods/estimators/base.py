@@ -49,6 +49,17 @@ class Estimator:
     def __init__(self, **hparams: Any) -> None:
         self.hparams = hparams
 
+    def bind(self, space: Any, device: torch.device) -> None:
+        """The run's space and device, before the first sample (an estimator that needs the space's
+        structure or owns parameters reads them here). Nothing by default."""
+        return None
+
+    def arch_parameters(self) -> list[Tensor]:
+        """Architecture parameters this estimator owns besides alpha (EnTranNAS-DST's per-node
+        thresholds): the alpha optimizer steps them with alpha, a held-out alpha step's backward
+        reaches them, and data-parallel ranks average their gradients. None by default."""
+        return []
+
     def sample(self, arch: ArchParameters, generator: torch.Generator, device: torch.device) -> Selection:
         raise NotImplementedError
 

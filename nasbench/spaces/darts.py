@@ -217,6 +217,12 @@ class DartsSpace(OpSetScales, SearchSpace):
             arch[i] = k
         return tuple(arch)
 
+    def search_cell_kinds(self) -> list[bool]:
+        """Per cell of the search network, whether it is a reduction cell (its group in
+        ``Selection.groups`` is its index)."""
+        layers = int(self.preset["cells"])
+        return [i in reduction_cells(layers) for i in range(layers)]
+
     # ----- networks ------------------------------------------------------------------------
     def adapter(self) -> InputAdapter:
         return InputAdapter(self.inputs.mean, self.inputs.std, self.resolution)
@@ -251,12 +257,22 @@ class DartsSpace(OpSetScales, SearchSpace):
     def build_eval_network(self, arch: Sequence[int] | Genotype) -> DartsNetwork:
         """The evaluation network of a genotype (or architecture), fresh weights, as
         ``NetworkCIFAR``: affine BatchNorm, no BatchNorm after pools, and an auxiliary head when
-        ``auxiliary_weight`` > 0."""
+        ``auxiliary_weight`` > 0. With several ops on one edge (the op-set form: DSO-NAS,
+        EnTranNAS-DST) a non-affine BatchNorm before global pooling: the sums of many ops per
+        edge scale the logits so far that the retrain diverged without it (2026-12-04, tiny
+        scale, every op on every edge: retrain loss 80 rising to 150)."""
         g = arch if isinstance(arch, Genotype) else self.genotype(arch)
         if self.imagenet:  # NetworkImageNet, the mobile setting: 14 cells, C=48
             layers, c = int(self.preset.get("imagenet_cells", 14)), int(self.preset.get("imagenet_channels", 48))
             aux = self.eval_recipe().auxiliary_weight > 0
-            return imagenet_network(self.adapter(), self.inputs, layers, c, _genotype_plan(g), _fresh_op, aux)
+            net = imagenet_network(self.adapter(), self.inputs, layers, c, _genotype_plan(g), _fresh_op, aux)
+        else:
+            net = self._cifar_network(g)
+        if shares_an_edge(g):  # a sum of several ops per edge: see normalise_head
+            net.normalise_head()
+        return net
+
+    def _cifar_network(self, g: Genotype) -> DartsNetwork:
         layers, c = int(self.preset["eval_cells"]), int(self.preset["eval_channels"])
 
         cells, widths = build_cells(layers, c, STEM_MULTIPLIER * c, True, _genotype_plan(g), _fresh_op)

@@ -28,6 +28,12 @@ STEPS = 4  #: intermediate nodes per cell
 EDGES = tuple((node, src) for node in range(2, 2 + STEPS) for src in range(node))  #: (node, input), DARTS order
 EDGES_PER_CELL = len(EDGES)  # 14
 CONCAT = tuple(range(2, 2 + STEPS))
+#: per intermediate node (normal cell's 2..5, then the reduction cell's), the decisions feeding it
+NODE_ROWS = tuple(
+    tuple(c * EDGES_PER_CELL + e for e, (node, _) in enumerate(EDGES) if node == j)
+    for c in range(2)
+    for j in range(2, 2 + STEPS)
+)
 
 Node = tuple[tuple[str, int], ...]
 
