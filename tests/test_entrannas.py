@@ -108,6 +108,18 @@ def test_dst_engine_weights_sum_to_one_per_node_and_the_derived_arch_is_their_su
     assert s.live_summary(derived)["live_ops"] == int((q > 0).sum())
 
 
+def test_dst_thresholds_live_beside_alpha_whatever_the_run_device() -> None:
+    """alpha stays on the CPU in every run; the thresholds must too, or a GPU run mixes devices."""
+    s = space()
+    est = EnTranNASEstimator()
+    est.configure("dst", None, 0.0)
+    est.bind(s, torch.device("meta"))  # a device no tensor of the estimator may land on
+    arch = alpha_for(s)
+    assert est.beta.device == arch.alpha.device and est.beta.is_leaf and est.beta.requires_grad
+    selection = est.sample(arch, torch.Generator(), torch.device("meta"))
+    assert selection.weights.device.type == "meta" and selection.groups[2].weights.device.type == "meta"
+
+
 def saved_bytes(engines: list[int]) -> int:
     """Bytes autograd holds for the backward of one step (the activations a step keeps)."""
     s = space(True)

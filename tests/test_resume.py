@@ -43,6 +43,8 @@ CASES = {
     # pretrain 1 epoch, search 2 with a prune at the start of the second: the APG momentum, the
     # pruned mask and the alternation's held-out stream resume exactly
     "dsonas": ("method=dsonas", "space=dsonas", "method.prune_every=1", "method.gamma=0.01"),
+    # DST's thresholds: an estimator's own parameters, in the estimator state and alpha's Adam
+    "entrannas_dst": ("method=entrannas", "space=darts", "method.derivation=dst"),
 }
 
 
@@ -129,6 +131,7 @@ def _assert_same_run(resumed: Path, reference: Path) -> None:
         ("spos", "after phase 'retrain', epoch 1 of 2"),  # after the selection
         ("gdas_darts", "after phase 'retrain', epoch 1 of 2"),
         ("dsonas", "after phase 'search', epoch 1 of 2"),
+        ("entrannas_dst", "after phase 'search', epoch 1 of 3"),
     ],
 )
 def test_sigkill_mid_epoch_then_resume_equals_an_uninterrupted_run(tmp_path, reference, case, where) -> None:

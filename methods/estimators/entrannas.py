@@ -81,8 +81,8 @@ class EnTranNASEstimator(Estimator):
         self.transit = [i for i in range(len(kinds)) if i not in self.engines]
         self.node_rows = NODE_ROWS
         self.none = torch.tensor([op == "none" for op in space.decisions[0].candidates])
-        if self.derivation == "dst":
-            self.beta = torch.full((len(NODE_ROWS),), self.beta_init, device=device, requires_grad=True)
+        if self.derivation == "dst":  # beside alpha, which lives on the CPU whatever the run's device
+            self.beta = torch.full((len(NODE_ROWS),), self.beta_init, requires_grad=True)
 
     def arch_parameters(self) -> list[Tensor]:
         return [] if self.beta is None else [self.beta]
