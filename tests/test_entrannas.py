@@ -175,3 +175,25 @@ def test_bad_settings_give_one_line(overrides: tuple[str, ...], message: str, tm
                      *overrides)  # fmt: skip
     assert proc.returncode != 0
     assert message in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_masked_candidates_never_run_and_fixed_decisions_run_unscaled() -> None:
+    """The estimator contract of tests/test_estimators.py, on the space this estimator needs."""
+    s = space()
+    torch.manual_seed(0)
+    supernet = s.build_supernet()
+    arch = alpha_for(s, seed=6, scale=2.0)
+    arch.mask[0, 3] = False
+    with torch.no_grad():
+        arch.alpha[0, 3] = 8.0  # would dominate edge 0 if the mask were ignored
+    arch.fix(1, 4)
+    for derivation in ("top2", "dst"):
+        est = bound(s, derivation)
+        selection = est.sample(arch, torch.Generator(), CPU)
+        assert 3 not in selection.active[0] and all(3 not in ks for ks in [selection.info["derived"][0]])
+        assert selection.active[1] == [4] and not selection.weighted[1]
+        assert selection.info["derived"][1] == [4], "transit cells keep the fixed op too"
+        arch.alpha.grad = None
+        supernet.zero_grad(set_to_none=True)
+        supernet(torch.rand(2, 1, 28, 28), selection).sum().backward()
+        assert float(arch.alpha.grad[1].abs().sum()) == 0.0, "a fixed decision learns nothing"

@@ -45,6 +45,8 @@ class Estimator:
     single_path: ClassVar[bool] = True
     #: whether ``alpha_grad`` needs ``selection.info["reward"]`` (a float, higher is better)
     needs_reward: ClassVar[bool] = False
+    #: the one space this estimator runs on (EnTranNAS's cells: "darts"), or None: any space
+    requires_space: ClassVar[str | None] = None
 
     def __init__(self, **hparams: Any) -> None:
         self.hparams = hparams

@@ -43,6 +43,7 @@ DERIVATIONS = ("top2", "dst")
 class EnTranNASEstimator(Estimator):
     name = "entrannas"
     single_path = False
+    requires_space = "darts"
 
     def __init__(self, derivation: str = "top2", engine_cells: list[int] | None = None, beta_init: float = 0.0,
                  **hparams: Any) -> None:  # fmt: skip
@@ -100,9 +101,11 @@ class EnTranNASEstimator(Estimator):
         if self.derivation == "top2":
             derived = self.space.derive(arch.probs().detach(), arch.fixed)
             return [[k] if k else [] for k in derived]
-        kept = dst_support(self.engine_weights(arch) if weights is None else weights)
-        kept_cpu = kept.cpu()
-        return [[int(k) for k in torch.nonzero(row).flatten()] for row in kept_cpu]
+        kept = dst_support(self.engine_weights(arch) if weights is None else weights).cpu()
+        ops = [[int(k) for k in torch.nonzero(row).flatten()] for row in kept]
+        for i, k in arch.fixed.items():  # a fixed decision keeps its op, as the top-2 rule does
+            ops[i] = [k] if k else []
+        return ops
 
     def derived_arch(self, arch: ArchParameters) -> tuple[int, ...]:
         """The architecture the transit cells run now: 28 op indices (top2) or the op-set form (dst)."""
