@@ -4,6 +4,7 @@ stop sent to the whole process group while those workers run (issue 13, points 3
 from __future__ import annotations
 
 import json
+import re
 import os
 import signal
 import subprocess
@@ -79,7 +80,8 @@ def test_sigterm_to_the_process_group_with_workers_stops_cleanly_and_resumes(jpe
     out, err = proc.communicate(timeout=300)
     assert proc.returncode == 143, err[-3000:]
     assert "Traceback" not in err and "killed by signal" not in err
-    assert "stopped by SIGTERM in phase 'search'" in err and "checkpoint written to" in err
+    # inside epoch 2, or (when the signal lands on its last step) at its end: both stop cleanly
+    assert re.search(r"stopped by SIGTERM (in|after) phase 'search'", err) and "checkpoint written to" in err
     assert (run_dir / "checkpoint.pt").is_file()
     assert workers, "the loader had worker processes when the signal came"
     assert not any(process_running(pid) for pid in workers), "no worker outlives the run"
