@@ -4,8 +4,8 @@ stop sent to the whole process group while those workers run (issue 13, points 3
 from __future__ import annotations
 
 import json
-import re
 import os
+import re
 import signal
 import subprocess
 import sys
