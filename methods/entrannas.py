@@ -35,6 +35,7 @@ from nasbench.errors import UserError
 class EnTranNAS(AlphaSearch):
     name = "entrannas"
     alpha_data = "valid"
+    fixes_decisions = True  # transit cells leave ops unused: DistributedDataParallel must expect unused weights
 
     @classmethod
     def supports(cls, space: type) -> bool:

@@ -188,3 +188,15 @@ def test_torchrun_stopped_by_sigterm_resumes_to_the_uninterrupted_run(ddp_run, t
     expected = _without_timings(json.loads((reference / "summary.json").read_text()))
     assert summary["extra"]["distributed"]["ranks_agree"] is True
     assert summary == expected
+
+
+def test_torchrun_entrannas_with_unused_transit_ops(tmp_path: Path) -> None:
+    """EnTranNAS under DistributedDataParallel: its transit cells leave ops unused every step (the
+    top-2 sub-graph), which DDP must expect (``fixes_decisions``)."""
+    run_dir = tmp_path / "run"
+    args = ["method=entrannas", "space=darts", "scale=tiny", "device=cpu", "progress=false"]
+    proc = torchrun("experiments/run.py", *args, "budget.retrain_epochs=1", f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["status"] == "complete" and summary["world_size"] == 2
+    assert summary["extra"]["transit_cells"] == [2]
