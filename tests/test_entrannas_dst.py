@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from methods.entrannas_dst import dst_support, dst_weights
-from nasbench.spaces.darts_genotype import EDGES, EDGES_PER_CELL, STEPS
+from nasbench.spaces.darts_genotype import EDGES_PER_CELL, NODE_ROWS, STEPS
 from nasbench.spaces.darts_ops import OPS
 
 NONE = torch.tensor([op == "none" for op in OPS])
@@ -16,11 +16,7 @@ NONE = torch.tensor([op == "none" for op in OPS])
 
 def darts_nodes() -> list[list[int]]:
     """Rows of the 28 decisions per intermediate node: normal cell's nodes 2..5, then reduction's."""
-    return [
-        [c * EDGES_PER_CELL + e for e, (node, _) in enumerate(EDGES) if node == j + 2]
-        for c in range(2)
-        for j in range(STEPS)
-    ]
+    return [list(rows) for rows in NODE_ROWS]
 
 
 def weights(alpha: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:

@@ -89,19 +89,21 @@ class EnTranNASEstimator(Estimator):
         return [] if self.beta is None else [self.beta]
 
     # ----- what runs ------------------------------------------------------------------------------
-    def engine_weights(self, arch: ArchParameters) -> Tensor:
-        """p (top2) or DST's q (dst), differentiable in alpha (and beta)."""
-        probs = arch.probs()
+    def engine_weights(self, probs: Tensor) -> Tensor:
+        """p itself (top2) or DST's q (dst), from p = ``arch.probs()``; differentiable in alpha (and beta)."""
         if self.derivation == "top2":
             return probs
         return dst_weights(probs, self.beta, self.node_rows, self.none.to(probs.device))
 
-    def derived_ops(self, arch: ArchParameters, weights: Tensor | None = None) -> list[list[int]]:
-        """Per decision, the ops of the derived sub-graph (what transit cells run)."""
+    def derived_ops(self, arch: ArchParameters, probs: Tensor | None = None, weights: Tensor | None = None
+                    ) -> list[list[int]]:  # fmt: skip
+        """Per decision, the ops of the derived sub-graph (what transit cells run); ``probs`` and
+        ``weights``: this step's p and engine weights, when already computed."""
+        probs = arch.probs() if probs is None else probs
         if self.derivation == "top2":
-            derived = self.space.derive(arch.probs().detach(), arch.fixed)
+            derived = self.space.derive(probs.detach(), arch.fixed)
             return [[k] if k else [] for k in derived]
-        kept = dst_support(self.engine_weights(arch) if weights is None else weights).cpu()
+        kept = dst_support(self.engine_weights(probs) if weights is None else weights).cpu()
         ops = [[int(k) for k in torch.nonzero(row).flatten()] for row in kept]
         for i, k in arch.fixed.items():  # a fixed decision keeps its op, as the top-2 rule does
             ops[i] = [k] if k else []
@@ -118,8 +120,9 @@ class EnTranNASEstimator(Estimator):
     def sample(self, arch: ArchParameters, generator: torch.Generator, device: torch.device) -> Selection:
         if self.space is None:
             raise RuntimeError("estimator entrannas must be bound to its space (Estimator.bind) before sampling")
-        weights = self.engine_weights(arch)
-        derived = self.derived_ops(arch, weights)
+        probs = arch.probs()  # once a step: the engine weights, the derivation and the record read it
+        weights = self.engine_weights(probs)
+        derived = self.derived_ops(arch, probs, weights)
         active = free_candidates(arch)
         if self.derivation == "dst":  # an op with q = 0 adds nothing and learns nothing: skip it
             active = [ks if i in arch.fixed else derived[i] for i, ks in enumerate(active)]
@@ -129,7 +132,7 @@ class EnTranNASEstimator(Estimator):
             active=active,
             weights=weights.to(device),
             weighted=free_flags(arch),
-            info={"probs": arch.probs().detach(), "derived": derived},
+            info={"probs": probs.detach(), "derived": derived},
             groups={i: transit for i in self.transit},
         )
 

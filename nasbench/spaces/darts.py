@@ -49,6 +49,7 @@ from nasbench.spaces.darts_genotype import (
     CONCAT,
     EDGES,
     EDGES_PER_CELL,
+    NODE_ROWS,
     STEPS,
     Genotype,
     format_genotype,
@@ -205,14 +206,11 @@ class DartsSpace(OpSetScales, SearchSpace):
             return super().derive(probs, fixed)
         p = probs.detach().float().cpu()
         arch = [0] * self.num_decisions
-        for cell in range(2):
-            base = cell * EDGES_PER_CELL
-            for node in range(2, 2 + STEPS):
-                edges = [base + e for e, (n, _) in enumerate(EDGES) if n == node]
-                best = {e: int(p[e, 1:].argmax()) + 1 for e in edges}  # the best op other than none
-                strength = {e: float(p[e, best[e]]) for e in edges}
-                for e in sorted(edges, key=lambda e: -strength[e])[:2]:
-                    arch[e] = best[e]
+        for edges in NODE_ROWS:  # every intermediate node of both cell types
+            best = {e: int(p[e, 1:].argmax()) + 1 for e in edges}  # the best op other than none
+            strength = {e: float(p[e, best[e]]) for e in edges}
+            for e in sorted(edges, key=lambda e: -strength[e])[:2]:
+                arch[e] = best[e]
         for i, k in (fixed or {}).items():
             arch[i] = k
         return tuple(arch)
