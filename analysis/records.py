@@ -18,6 +18,7 @@ from typing import Any
 
 import pandas as pd
 
+from analysis.lab import collect_lab
 from analysis.variants import assign_variants, run_signature
 from nasbench.contract import REQUIRED_SUMMARY_KEYS
 
@@ -43,6 +44,9 @@ class Collection:
     sparsity: pd.DataFrame = field(default_factory=pd.DataFrame)
     #: every row of every bench.csv under the root (experiments/bench.py, experiments/compare.py)
     bench: pd.DataFrame = field(default_factory=pd.DataFrame)
+    #: every estimator-lab row and error-curve row under the root (experiments/estimator_lab.py)
+    lab: pd.DataFrame = field(default_factory=pd.DataFrame)
+    lab_curve: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
 class Broken(Exception):
@@ -54,6 +58,8 @@ def record_folders(root: Path) -> list[Path]:
     found = []
     for folder, dirs, files in os.walk(root):
         dirs[:] = sorted(d for d in dirs if d != ".hydra")
+        if "lab.json" in files:  # an estimator lab's folder: analysis/lab.py reads it
+            continue
         if "summary.json" in files or "consistency.json" in files or os.path.isdir(os.path.join(folder, ".hydra")):
             found.append(Path(folder))
     return sorted(found)
@@ -239,7 +245,10 @@ def collect(root: Path | str) -> Collection:
             skipped.append({"path": str(folder), "reason": f"malformed record ({type(err).__name__}: {err})"})
     signatures = [r.pop("signature") for r in runs]
     run_table, splits = assign_variants(pd.DataFrame(runs), signatures)
+    lab, lab_curve = collect_lab(root)
     return Collection(
+        lab=lab,
+        lab_curve=lab_curve,
         root=root,
         runs=run_table,
         splits=splits,

@@ -26,6 +26,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from analysis import figures, tables  # noqa: E402
+from analysis.lab import bias_variance_figure, error_curve_figure, lab_table  # noqa: E402
 from analysis.records import Collection, collect  # noqa: E402
 
 TITLES = {
@@ -36,9 +37,18 @@ TITLES = {
     "correlation": "Search-stage vs retrain accuracy: rank correlation (95% bootstrap intervals)",
     "picked": "Where each method's pick ranks after retraining",
     "step_cost": "Per-step cost against the stand-alone child (experiments/bench.py)",
+    "lab": "Estimator lab: bias, noise and cost against the exact gradient (experiments/estimator_lab.py)",
     "skipped": "Skipped records",
 }
 NOTES = {
+    "lab": (
+        "Per alpha point and estimator, over `samples` per-sample gradients on one fixed batch and fixed weights:"
+        " `cos` of their mean to the exact gradient of E_Z[L(Z)]; `rel_bias` = |E g - exact| / |exact| with the"
+        " mean's noise taken out; `rel_std` = per-sample noise / |exact|; `relaxation_cos`: the relaxed"
+        " objective's gradient against the exact one, `relaxed_cos`: the estimator's mean against that relaxed"
+        " gradient; `cost_vs_path`: time per sample / one single-path forward+backward; `ops_run`, `ops_probed`:"
+        " ops run per free decision in the forward, recomputed in the backward. `_se`: bootstrap standard errors."
+    ),
     "splits": (
         "Runs of one method and estimator on one space, data set, scale and budget are averaged only when every"
         " other configuration key agrees (the seed and bookkeeping keys aside). These groups had runs that differ"
@@ -110,6 +120,7 @@ def build_tables(c: Collection, args: argparse.Namespace) -> dict[str, pd.DataFr
         "correlation": tables.correlation_table(c, args.bootstrap, args.seed, args.top_fraction, args.k),
         "picked": tables.picked_table(c),
         "step_cost": tables.step_cost_table(c),
+        "lab": lab_table(c.lab),
         "skipped": c.skipped,
     }
 
@@ -143,6 +154,9 @@ def write_report(c: Collection, out: Path, args: argparse.Namespace) -> Path:
         figs["sparsity"] = save_figure(figures.sparsity_figure(c.runs, c.sparsity), out / "figures", "sparsity")
     if not c.alpha.empty and not c.runs.empty:
         figs["alpha"] = save_figure(figures.alpha_figure(c.runs, c.alpha), out / "figures", "alpha")
+    if not c.lab.empty:
+        figs["lab"] = save_figure(bias_variance_figure(c.lab), out / "figures", "lab_bias_variance")
+        figs["lab_error"] = save_figure(error_curve_figure(c.lab_curve), out / "figures", "lab_error")
     if not made["step_cost"].empty and made["step_cost"]["time_ratio"].notna().any():
         figs["step_cost"] = save_figure(figures.step_cost_figure(made["step_cost"]), out / "figures", "step_cost")
     parts = [
@@ -151,11 +165,13 @@ def write_report(c: Collection, out: Path, args: argparse.Namespace) -> Path:
         " Accuracies are fractions; device-hours are wall hours x devices of the counted phases.\n",
     ]
     for name, df in shown.items():
-        if name == "splits" and df.empty:
+        if name in ("splits", "lab") and df.empty:
             continue
         parts.append(f"## {TITLES[name]}\n\n{caption(name, df)}{markdown(df)}")
         if name in figs:
             parts.append(f"![{name}]({figs[name]})\n")
+        if name == "lab" and "lab_error" in figs:
+            parts.append(f"### Error of the mean against the number of samples\n\n![lab_error]({figs['lab_error']})\n")
         if name == "cost" and "front" in figs:
             parts.append(f"### Accuracy against MACs\n\n![front]({figs['front']})\n")
         if name == "cost" and "sparsity" in figs:
@@ -188,8 +204,8 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError:
         print(f"error: {args.folder} is not a folder; give the folder of a run, a sweep or of several", file=sys.stderr)
         return 2
-    if c.runs.empty and c.experiments.empty and c.skipped.empty:
-        what = "no summary.json, consistency.json or .hydra/"
+    if c.runs.empty and c.experiments.empty and c.skipped.empty and c.lab.empty:
+        what = "no summary.json, consistency.json, lab.json or .hydra/"
         print(f"error: no run records under {args.folder} ({what})", file=sys.stderr)
         return 2
     path = write_report(c, args.out or args.folder / "report", args)

@@ -45,6 +45,10 @@ class Estimator:
     single_path: ClassVar[bool] = True
     #: whether ``alpha_grad`` needs ``selection.info["reward"]`` (a float, higher is better)
     needs_reward: ClassVar[bool] = False
+    #: whether alpha parameterises a distribution over paths, p = softmax(alpha) per decision, so
+    #: that the search objective is E_{Z~p}[L(Z)] (False: DSO-NAS's raw scales; the estimator lab
+    #: has no exact gradient to hold such an estimator against)
+    distribution: ClassVar[bool] = True
     #: the one space this estimator runs on (EnTranNAS's cells: "darts"), or None: any space
     requires_space: ClassVar[str | None] = None
 
@@ -64,6 +68,14 @@ class Estimator:
 
     def sample(self, arch: ArchParameters, generator: torch.Generator, device: torch.device) -> Selection:
         raise NotImplementedError
+
+    def relaxation(self) -> Estimator | None:
+        """An estimator whose expected alpha gradient is the gradient of the relaxed objective
+        this one actually follows (DARTS: the loss of the softmax mixture; SNAS: the expected loss
+        of the Concrete relaxation at its temperature), or None: it targets E_Z[L(Z)] itself, or
+        declares no relaxation. The estimator lab (experiments/estimator_lab.py) measures both
+        distances, so that bias from relaxation is told apart from bias beyond it."""
+        return None
 
     def sample_weights_only(self, arch: ArchParameters, generator: torch.Generator, device: torch.device) -> Selection:
         """The selection of a step that trains the weights alone (alpha learns nothing from it:

@@ -54,3 +54,8 @@ class GumbelSoftmaxEstimator(TemperatureEstimator):
                 "temperature": self.temperature,
             },
         )
+
+    def relaxation(self) -> GumbelSoftmaxEstimator:
+        """The reparameterisation gradient is unbiased for the relaxed objective
+        E_G[L(softmax((log p + G) / lambda))] at the current lambda: its own mean."""
+        return self

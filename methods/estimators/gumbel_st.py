@@ -25,7 +25,8 @@ from __future__ import annotations
 
 import torch
 
-from methods.estimators.base import ESTIMATORS, TemperatureEstimator, free_flags, sample_gumbel
+from methods.estimators.base import ESTIMATORS, Estimator, TemperatureEstimator, free_flags, sample_gumbel
+from methods.estimators.gumbel_softmax import GumbelSoftmaxEstimator
 from nasbench.arch_params import ArchParameters
 from nasbench.errors import UserError
 from nasbench.supernet import Selection, one_hot_rows
@@ -77,3 +78,9 @@ class GumbelSTEstimator(TemperatureEstimator):
                 "temperature": self.temperature,
             },
         )
+
+    def relaxation(self) -> Estimator:
+        """The Concrete relaxation at the current tau, E_G[L(softmax((log p + G) / tau))]: its
+        gradient is the soft (Gumbel-softmax) sample's; the hard forward with the soft backward
+        is not the gradient of any objective, so the lab shows how far it is from both."""
+        return GumbelSoftmaxEstimator(tau_start=self.temperature, tau_end=self.temperature)

@@ -22,6 +22,7 @@ from nasbench.supernet import Selection
 class ScalesEstimator(Estimator):
     name = "scales"
     single_path = False
+    distribution = False
 
     def sample(self, arch: ArchParameters, generator: torch.Generator, device: torch.device) -> Selection:
         scales = arch.alpha.masked_fill(~arch.mask, 0.0)  # differentiable in the live entries

@@ -30,3 +30,7 @@ class SoftmaxEstimator(Estimator):
             weighted=free_flags(arch),
             info={"probs": probs.detach()},
         )
+
+    def relaxation(self) -> Estimator:
+        """Its own (deterministic) gradient is the gradient of the mixture's loss L(sum_k p_k O^k)."""
+        return self

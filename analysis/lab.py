@@ -1,0 +1,96 @@
+"""The estimator lab's results (experiments/estimator_lab.py): its tables and figures, read from
+the files of a lab folder (lab.json, lab.csv, lab_curve.csv) alone."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+#: the columns of lab.csv a table shows, in order
+SHOWN = (
+    "space",
+    "point",
+    "estimator",
+    "cos",
+    "cos_se",
+    "rel_bias",
+    "rel_bias_se",
+    "rel_std",
+    "rel_err",
+    "relaxation_cos",
+    "relaxed_cos",
+    "cost_vs_path",
+    "ops_run",
+    "ops_probed",
+    "samples",
+)
+
+
+def collect_lab(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(every lab.csv row, every lab_curve.csv row) under ``root``, each with its space and folder."""
+    rows, curves = [], []
+    for meta_path in sorted(Path(root).rglob("lab.json")):
+        folder = meta_path.parent
+        try:
+            meta = json.loads(meta_path.read_text())
+            table = pd.read_csv(folder / "lab.csv")
+            curve = pd.read_csv(folder / "lab_curve.csv")
+        except (OSError, ValueError):
+            continue
+        extra = {"space": meta.get("space"), "scale": meta.get("scale"), "source": str(folder)}
+        rows.append(table.assign(**extra))
+        curves.append(curve.assign(**extra))
+    if not rows:
+        return pd.DataFrame(), pd.DataFrame()
+    return pd.concat(rows, ignore_index=True), pd.concat(curves, ignore_index=True)
+
+
+def lab_table(lab: pd.DataFrame) -> pd.DataFrame:
+    return lab[[c for c in SHOWN if c in lab.columns]] if not lab.empty else lab
+
+
+def bias_variance_figure(lab: pd.DataFrame) -> plt.Figure:
+    """Per (space, point): each estimator at (per-sample noise, bias), both relative to |exact|."""
+    panels = list(lab.groupby(["space", "point"], sort=False))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.0), squeeze=False)
+    for ax, ((space, point), df) in zip(axes[0], panels):
+        for _, r in df.iterrows():
+            x = max(float(r["rel_std"]), 1e-6)
+            ax.errorbar(x, r["rel_bias"], yerr=r.get("rel_bias_se", 0.0), fmt="o", capsize=3)
+            ax.annotate(str(r["estimator"]), (x, r["rel_bias"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
+        ax.set_xscale("log")
+        ax.set_xlabel("per-sample noise sqrt(tr Cov) / |exact|")
+        ax.set_ylabel("bias |E g - exact| / |exact|")
+        ax.set_title(f"{space}, alpha {point}")
+        ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def error_curve_figure(curves: pd.DataFrame) -> plt.Figure:
+    """Relative error of the mean of n samples against n: 1/sqrt(n) for an unbiased estimator."""
+    panels = list(curves.groupby(["space", "point"], sort=False))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.0), squeeze=False)
+    for ax, ((space, point), df) in zip(axes[0], panels):
+        for name, d in df.groupby("estimator", sort=False):
+            ax.plot(d["n"], d["rel_err"], marker=".", label=str(name))
+        n = np.array(sorted(df["n"].unique()), dtype=float)
+        first = df[df["n"] == 1]["rel_err"]
+        if len(first):
+            ax.plot(n, float(first.median()) / np.sqrt(n), "k:", label="1/sqrt(n)")
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.set_xlabel("samples averaged")
+        ax.set_ylabel("|mean - exact| / |exact|")
+        ax.set_title(f"{space}, alpha {point}")
+        ax.grid(alpha=0.3)
+    axes[0][-1].legend(fontsize=7, loc="best")
+    fig.tight_layout()
+    return fig
