@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import logging
 import time
-from pathlib import Path
 
 import hydra
 import torch
@@ -35,11 +34,10 @@ from omegaconf import DictConfig, OmegaConf
 
 import cli
 from lab_exact import LabProblem, enumerate_losses, exact_gradient, expected_loss, fix_all_but
+from lab_setup import POINTS, alpha_at, load_run, warm_up
 from lab_stats import compare, draw, error_curve, single_path_seconds
 from lab_write import write_lab
 from methods.estimators.base import Estimator, TemperatureEstimator, build_estimator
-from methods.estimators.uniform import UniformEstimator
-from methods.steps import weight_step
 from nasbench.arch_params import ArchParameters
 from nasbench.budget import BudgetMeter
 from nasbench.data import load_data
@@ -47,11 +45,10 @@ from nasbench.device import configure, resolve_device
 from nasbench.errors import UserError
 from nasbench.provenance import set_threads
 from nasbench.records import RunRecord
-from nasbench.train import Trainer, weight_optimizer
+from nasbench.train import Trainer
 from run import build_space, check_budget
 
 log = logging.getLogger("estimator_lab")
-POINTS = ("uniform", "peaked", "run")
 
 
 def estimator_entries(cfg: DictConfig, argv: list[str], space_name: str) -> tuple[list[tuple[str, dict]], dict]:
@@ -94,61 +91,6 @@ def temperatures(estimator: Estimator, which: list[str]) -> list[float | None]:
     if unknown:
         raise UserError(f"temperatures={which}: each is start or end")
     return list(dict.fromkeys(values[w] for w in which))
-
-
-def load_run(folder: str, space, supernet) -> tuple[torch.Tensor, tuple[int, ...]]:
-    """alpha and the picked architecture of a run's supernet.pt; its weights go into ``supernet``."""
-    state = RunRecord.peek(Path(folder).expanduser()).load_supernet()
-    if state.get("space") != space.name or state.get("alpha") is None:
-        raise UserError(
-            f"alpha_from={folder}: its supernet.pt holds space={state.get('space')} with"
-            f" {'no alpha' if state.get('alpha') is None else 'alpha'}; give a run of space={space.name} by a method"
-            " that learns alpha, at this scale"
-        )
-    try:
-        supernet.load_state_dict(state["state_dict"])
-    except RuntimeError:
-        raise UserError(
-            f"alpha_from={folder}: its weights do not fit this supernet; pass the scale the run used"
-        ) from None
-    return state["alpha"].detach().float(), space.decode(state["arch"])
-
-
-def alpha_at(point: str, arch: ArchParameters, free: list[int], prob: float, seed: int, run_alpha) -> torch.Tensor:
-    alpha = torch.zeros_like(arch.alpha)
-    if point == "run":
-        return run_alpha.clone()
-    if point == "peaked":
-        gen = torch.Generator().manual_seed(seed)
-        for i in free:
-            cands = torch.nonzero(arch.mask[i]).flatten()
-            k = int(cands[torch.randint(len(cands), (1,), generator=gen)])
-            alpha[i, k] = torch.log(torch.tensor(prob * (len(cands) - 1) / (1 - prob)))
-    return alpha
-
-
-def warm_up(supernet, space, trainer: Trainer, budget: dict, device: torch.device, steps: int, seed: int) -> None:
-    """Uniform single-path training (SPOS's), so that paths differ in loss before the lab holds
-    the weights fixed; a real training loop on the search split."""
-    if steps <= 0:
-        return
-    arch = ArchParameters(space.candidate_mask())
-    step = weight_step(
-        supernet,
-        UniformEstimator(),
-        arch,
-        torch.Generator().manual_seed(seed),
-        device,
-        trainer.criterion,
-        weight_optimizer(supernet, budget),
-    )
-    done = 0
-    while done < steps:
-        for x, y in trainer.search_loader():
-            step(x.to(device), y.to(device))
-            done += 1
-            if done == steps:
-                break
 
 
 def relaxation_columns(estimator: Estimator, grads: torch.Tensor, exact: torch.Tensor, problem, cfg) -> dict:

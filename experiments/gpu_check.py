@@ -10,6 +10,9 @@ It runs, each as a user would run it and in its own process:
   autotuning (the default) and without (``cudnn_benchmark=false``), to measure what it costs;
 - ``bench``: the step benchmark at paper scale for both spaces (batch ``--bench-batch``): the child,
   DSNAS, SPOS, ProxylessNAS and SNAS;
+- ``cells``: the step benchmark on the DARTS cell space (cpu scale): DARTS, EnTranNAS (top-2 and
+  DST) and DSNAS against the child;
+- ``lab``: the estimator lab (experiments/estimator_lab.py) on nb201, every estimator, 60 samples;
 - ``imagefolder``: a paper-scale DSNAS run end to end on a small synthetic ImageFolder of JPEGs
   that it writes itself (ImageNet's layout; one short epoch per phase), with loader workers;
 - ``torchrun``: the tiny DSNAS run on every GPU of the host with torchrun (two or more GPUs).
@@ -36,7 +39,7 @@ import cli
 from methods.base import METHODS
 from nasbench.spaces import SPACES
 
-GROUPS = ("tiny", "main", "bench", "imagefolder", "torchrun")
+GROUPS = ("tiny", "main", "bench", "cells", "lab", "imagefolder", "torchrun")
 EXPERIMENTS = Path(__file__).resolve().parent
 
 
@@ -47,6 +50,7 @@ class Check:
     timeout: float
     summary: Path | None = None  # a run's summary.json, read for the table
     csv: Path | None = None  # a bench's CSV
+    lab: Path | None = None  # an estimator lab's lab.csv
     result: dict = field(default_factory=dict)
 
 
@@ -85,6 +89,15 @@ def plan(opts: argparse.Namespace, out: Path) -> list[Check]:
             args += ["configs=[dsnas,spos,proxyless,snas]", "steps=10", "warmup=3", "loader=false", "max_minutes=2"]
             command = run_command("bench.py", *args, f"out={path}")
             checks.append(Check(f"bench/{space}/paper", command, 150, csv=path))
+    if "cells" in groups:
+        path = out / "bench_darts_cpu.csv"
+        args = ["space=darts", "scale=cpu", dev, "configs=[darts,entrannas,entrannas@derivation:dst,dsnas]"]
+        args += ["steps=10", "warmup=3", "repeats=2", "loader=false", "max_minutes=3"]
+        checks.append(Check("bench/darts/cpu", run_command("bench.py", *args, f"out={path}"), 240, csv=path))
+    if "lab" in groups:
+        folder = out / "lab_nb201"
+        args = ["space=nb201", "samples=60", "bootstrap=50", dev, *data, "overwrite=true", f"hydra.run.dir={folder}"]
+        checks.append(Check("lab/nb201", run_command("estimator_lab.py", *args), 300, lab=folder / "lab.csv"))
     if "imagefolder" in groups:
         root = write_jpeg_folder(out / "imagefolder_data")
         folder = out / "runs" / "imagefolder"
@@ -168,6 +181,9 @@ def describe(check: Check) -> str:
             if r["method"] not in ("child", "loader") and r["time_ratio"]:
                 parts.append(f"{r['method']} x{float(r['time_ratio']):.2f}/mem x{float(r['mem_ratio'] or 'nan'):.2f}")
         return ", ".join(parts)
+    if check.lab is not None:
+        rows = [r for r in csv.DictReader(check.lab.open()) if r["point"] == "uniform"]
+        return "uniform alpha, cos to exact: " + ", ".join(f"{r['estimator']} {float(r['cos']):.2f}" for r in rows)
     return ""
 
 

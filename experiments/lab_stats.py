@@ -83,7 +83,13 @@ def draw(estimator: Estimator, problem: LabProblem, n: int, seed: int, burn_in: 
         seconds.append(time.perf_counter() - start)
         rows.append(grad[keep])
         ran, probed = ran + r, probed + p
-    return Samples(torch.stack(rows), seconds, ran / (n * free), probed / (n * free))
+        if len(rows) == 3 and all(torch.equal(rows[0], row) for row in rows[1:]):
+            break  # a deterministic estimator (DARTS's softmax): its every sample is this one
+    taken = len(rows)
+    grads = torch.stack(rows)
+    if taken < n:
+        grads = grads[:1].expand(n, -1).clone()
+    return Samples(grads, seconds, ran / (taken * free), probed / (taken * free))
 
 
 def single_path_seconds(problem: LabProblem, path: tuple[int, ...], repeats: int) -> float:
