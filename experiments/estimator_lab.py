@@ -5,7 +5,7 @@
     python experiments/estimator_lab.py space=nb201 alpha_from=<run folder of the same space and scale>
     PYTHONPATH=my_nas python experiments/estimator_lab.py 'estimators=[dsnas,dsnas_ema]' hydra.searchpath=[file://my_nas/conf]
 
-A small supernet (the space at ``scale``, default tiny; ``free`` decisions searched, the others
+A small supernet (the space at ``scale``, default tiny; the last ``free`` decisions searched, the others
 fixed at a reference path) is trained for ``warmup_steps`` uniform single-path steps, then held
 fixed with one batch of ``batch_size`` training images. Every path's loss on that batch gives the
 exact gradient of the search objective E_{Z~p_alpha}[L(Z)] (experiments/lab_exact.py) at each
@@ -141,7 +141,8 @@ def experiment(cfg: DictConfig) -> dict:
         run_alpha, reference = load_run(str(cfg.alpha_from), space, supernet)
     else:
         warm_up(supernet, space, trainer, budget, device, int(cfg.warmup_steps), int(cfg.seed))
-    free = list(range(int(cfg.free))) if isinstance(cfg.free, int) else [int(i) for i in cfg.free]
+    count = space.num_decisions
+    free = list(range(count - int(cfg.free), count)) if isinstance(cfg.free, int) else [int(i) for i in cfg.free]
     if not free or max(free) >= space.num_decisions or min(free) < 0:
         raise UserError(f"free={cfg.free}: a count or list of decisions among the space's {space.num_decisions}")
     x, y = next(iter(trainer.search_loader(augment=False)))
@@ -161,6 +162,11 @@ def experiment(cfg: DictConfig) -> dict:
     )
     fix_all_but(problem.arch, free, reference)
     ops, losses = enumerate_losses(problem, int(cfg.max_paths))
+    if float(losses.max() - losses.min()) == 0.0:
+        raise UserError(
+            f"every path has the same loss: the free decisions {free} do not reach the output on the reference path"
+            f" {space.encode(reference)} (an edge into a node it does not use); choose others (free=[...])"
+        )
     unit = single_path_seconds(problem, reference, repeats=21)
     log.info(
         "%d paths, losses %.4f..%.4f; one path's forward+backward %.1f ms",

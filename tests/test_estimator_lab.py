@@ -194,7 +194,7 @@ def test_the_lab_command_measures_an_outside_estimator_and_the_report_shows_it(t
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     meta = json.loads((out / "lab.json").read_text())
-    assert meta["paths"] == 25 and meta["free_decisions"] == [0, 1]
+    assert meta["paths"] == 25 and meta["free_decisions"] == [4, 5]
     table = pd.read_csv(out / "lab.csv")
     assert set(table["estimator"]) == {"dsnas", "reinforce_fast", "gumbel_st@tau=10", "gumbel_st@tau=0.1"}
     assert set(table["point"]) == {"uniform", "peaked"}
