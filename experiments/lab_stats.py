@@ -83,7 +83,7 @@ def draw(estimator: Estimator, problem: LabProblem, n: int, seed: int, burn_in: 
         seconds.append(time.perf_counter() - start)
         rows.append(grad[keep])
         ran, probed = ran + r, probed + p
-        if len(rows) == 3 and all(torch.equal(rows[0], row) for row in rows[1:]):
+        if not estimator.stochastic and len(rows) == 3 and all(torch.equal(rows[0], row) for row in rows[1:]):
             break  # a deterministic estimator (DARTS's softmax): its every sample is this one
     taken = len(rows)
     grads = torch.stack(rows)

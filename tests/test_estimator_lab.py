@@ -215,3 +215,15 @@ def test_the_lab_refuses_bad_input_in_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
     proc = run_entry("estimator_lab.py", "points=[run]", f"hydra.run.dir={tmp_path / 'b'}")
     assert proc.returncode == 2 and "alpha_from" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+
+
+def test_only_a_deterministic_estimator_is_sampled_fewer_times() -> None:
+    """A stochastic estimator at a peaked alpha draws the same path again and again; it is still
+    sampled N times (three equal samples in a row are no proof of determinism), softmax is not."""
+    problem = toy_problem(tanh=True)
+    with torch.no_grad():
+        problem.arch.alpha.copy_(20.0 * torch.eye(DECISIONS, CANDIDATES))
+    peaked = draw(build_estimator({"name": "dsnas"}), problem, 12, seed=0)
+    assert len(peaked.seconds) == 12 and peaked.grads.shape[0] == 12
+    mixture = draw(build_estimator({"name": "softmax"}), problem, 12, seed=0)
+    assert len(mixture.seconds) == 3 and mixture.grads.shape[0] == 12

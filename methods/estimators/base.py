@@ -45,6 +45,9 @@ class Estimator:
     single_path: ClassVar[bool] = True
     #: whether ``alpha_grad`` needs ``selection.info["reward"]`` (a float, higher is better)
     needs_reward: ClassVar[bool] = False
+    #: whether ``sample`` draws at random (False: DARTS's softmax, DSO-NAS's scales compute the same
+    #: selection every time; the estimator lab then takes three samples, not N)
+    stochastic: ClassVar[bool] = True
     #: whether alpha parameterises a distribution over paths, p = softmax(alpha) per decision, so
     #: that the search objective is E_{Z~p}[L(Z)] (False: DSO-NAS's raw scales; the estimator lab
     #: has no exact gradient to hold such an estimator against)

@@ -23,6 +23,7 @@ class ScalesEstimator(Estimator):
     name = "scales"
     single_path = False
     distribution = False
+    stochastic = False
 
     def sample(self, arch: ArchParameters, generator: torch.Generator, device: torch.device) -> Selection:
         scales = arch.alpha.masked_fill(~arch.mask, 0.0)  # differentiable in the live entries

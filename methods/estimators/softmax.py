@@ -21,6 +21,7 @@ from nasbench.supernet import Selection
 class SoftmaxEstimator(Estimator):
     name = "softmax"
     single_path = False
+    stochastic = False
 
     def sample(self, arch: ArchParameters, generator: torch.Generator, device: torch.device) -> Selection:
         probs = arch.probs()  # differentiable: the loss reaches alpha through these weights
