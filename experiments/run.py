@@ -201,6 +201,7 @@ def run_in(cfg: DictConfig, record: RunRecord) -> dict:
         ctx.meter.device_name(),
         record.dir,
     )
+    started_from = provenance(ctx.device)  # the code that starts running, not what the folder holds at the end
     result = method_cls(ctx).run()
     ranks = rank_agreement(ctx, result.arch, result.search_acc, result.extra)
     identity = {
@@ -215,7 +216,7 @@ def run_in(cfg: DictConfig, record: RunRecord) -> dict:
         "precision": device_precision(),
         "compile": compile_child(),
         "world_size": distributed.current().world_size,
-        "provenance": provenance(ctx.device),
+        "provenance": started_from,
         "config": config,
     }
     extra = {**result.extra, **({"distributed": ranks} if ranks else {})}
