@@ -17,7 +17,8 @@ from __future__ import annotations
 
 import pandas as pd
 
-from analysis.correlation import STATISTICS, rank_correlations
+from analysis.correlation import STATISTICS, kendall_tau, rank_correlations
+from analysis.protocols import best_rank_at_top, precision_at_top
 from analysis.records import Collection
 
 #: a row of the run tables: runs agree on all of these, and on every other configuration key
@@ -120,11 +121,43 @@ def correlation_table(c: Collection, bootstrap: int, seed: int, top_fraction: fl
         sampled = table[table["sampled"].astype(bool)]
         first = table.iloc[0]
         stats = rank_correlations(sampled["search_acc"], sampled["retrain_acc"], bootstrap, seed, top_fraction, k)
+        stats.update(protocol_measures(sampled, bootstrap, seed))
         rows.append({**{g: first[g] for g in EXPERIMENT}, "seed": first["seed"], **stats, "path": path})
     out = pd.DataFrame(rows)
     order = [*EXPERIMENT, "seed", "n", "k"]
     stat_cols = [c for s in STATISTICS for c in (s, f"{s}_lo", f"{s}_hi") if c in out.columns]
-    return out[order + stat_cols + ["path"]].sort_values(order).reset_index(drop=True)
+    extra = [c for c in PROTOCOL_COLUMNS if c in out.columns]
+    return out[order + stat_cols + extra + ["path"]].sort_values(order).reset_index(drop=True)
+
+
+#: what the published NAS-Bench-201 protocols report beside tau (analysis/protocols.py)
+PROTOCOL_COLUMNS = (
+    "p_at_top5",
+    "br_at_0_5",
+    "params_tau",
+    "noise_ceiling_tau",
+    "noise_ceiling_tau_lo",
+    "noise_ceiling_tau_hi",
+)
+
+
+def protocol_measures(sampled: pd.DataFrame, bootstrap: int, seed: int) -> dict[str, float]:
+    """P@top-5% and BR@0.5% of the supernet's scores; the tau of the parameter count alone (the bar
+    a supernet should clear, Ning et al.); the noise ceiling, Kendall tau between the first two
+    retrain seeds with its interval, where the experiment retrained with several."""
+    search, retrain = sampled["search_acc"].to_numpy(float), sampled["retrain_acc"].to_numpy(float)
+    out = {"p_at_top5": precision_at_top(search, retrain, 0.05), "br_at_0_5": best_rank_at_top(search, retrain, 0.005)}
+    if "params" in sampled.columns and pd.to_numeric(sampled["params"], errors="coerce").notna().all():
+        out["params_tau"] = kendall_tau(sampled["params"].to_numpy(float), retrain)
+    accs = sampled["retrain_accs"] if "retrain_accs" in sampled.columns else None
+    if accs is not None and accs.notna().all():
+        seeds = [[float(a) for a in str(v).split(";")] for v in accs]
+        if all(len(s) >= 2 for s in seeds):
+            ceiling = rank_correlations([s[0] for s in seeds], [s[1] for s in seeds], bootstrap, seed)
+            out["noise_ceiling_tau"] = ceiling["kendall_tau"]
+            out["noise_ceiling_tau_lo"] = ceiling.get("kendall_tau_lo", float("nan"))
+            out["noise_ceiling_tau_hi"] = ceiling.get("kendall_tau_hi", float("nan"))
+    return out
 
 
 def picked_table(c: Collection) -> pd.DataFrame:

@@ -87,13 +87,37 @@ def searched_supernet(cfg: DictConfig, method: Method, ctx: RunContext) -> tuple
     return ctx.place(supernet), ctx.space.decode(state["arch"]), f"loaded from {folder}"
 
 
-def retrain_accuracy(ctx: RunContext, arch: Arch) -> tuple[float, float]:
-    """Test accuracy after a stand-alone retrain (uncounted: it measures, it is not the method)."""
-    torch.manual_seed(ctx.seed * 1_000_003 + zlib.crc32(ctx.space.encode(arch).encode()))
+def retrain_accuracy(ctx: RunContext, arch: Arch, replica: int = 0) -> tuple[float, float]:
+    """Test accuracy after a stand-alone retrain (uncounted: it measures, it is not the method).
+    ``replica`` k > 0: the same recipe from another initialisation and data order (the noise
+    ceiling's seeds); replica 0 is the retrain every earlier record made."""
+    torch.manual_seed(ctx.seed * 1_000_003 + zlib.crc32(ctx.space.encode(arch).encode()) + replica * 104_729)
     started = time.perf_counter()
     child = retrain(ctx, arch, phase="consistency_retrain", counted=False)
     acc, _ = accuracy(child, ctx.trainer.test_loader(), ctx.device)
     return acc, time.perf_counter() - started
+
+
+def noise_ceiling_of(rows: list[Row]) -> dict:
+    """With two or more retrain seeds per architecture: Kendall tau between the first two seeds'
+    accuracies (95% bootstrap interval over architectures), the tau no supernet can beat when
+    scored against one seed; and the supernet's tau against each seed (its tau against the mean is
+    ``kendall_tau``). Nothing when the retrains have one seed (or came from ground truth)."""
+    if not rows or any(r.retrain_accs is None or len(r.retrain_accs) < 2 for r in rows):
+        return {}
+    seeds = len(rows[0].retrain_accs)
+    ceiling = rank_correlations([r.retrain_accs[0] for r in rows], [r.retrain_accs[1] for r in rows], bootstrap=1000)
+    per_seed = [
+        rank_correlations([r.search_acc for r in rows], [r.retrain_accs[k] for r in rows], bootstrap=0)
+        for k in range(seeds)
+    ]
+    return {
+        "retrain_seeds": seeds,
+        "noise_ceiling_tau": ceiling["kendall_tau"],
+        "noise_ceiling_tau_lo": ceiling["kendall_tau_lo"],
+        "noise_ceiling_tau_hi": ceiling["kendall_tau_hi"],
+        "kendall_tau_per_seed": [c["kendall_tau"] for c in per_seed],
+    }
 
 
 def experiment(cfg: DictConfig) -> dict:
@@ -105,6 +129,12 @@ def experiment(cfg: DictConfig) -> dict:
     n_archs = int(cfg.n_archs)
     if n_archs < 3:
         raise UserError(f"n_archs={n_archs}: a rank correlation needs at least 3 architectures")
+    seeds = int(cfg.retrain_seeds)
+    if seeds < 1 or (seeds > 1 and (cfg.ground_truth or cfg.retrain_from)):
+        raise UserError(
+            f"retrain_seeds={seeds}: give 1, or 2 and more to retrain each architecture with that many seeds"
+            " (the noise ceiling), without ground_truth or retrain_from (whose accuracies have one seed here)"
+        )
     method_cls, ctx = prepare(cfg, record)
     truth = truth_for(cfg, ctx)  # checked before the search: a bad table must not cost a search
     space = ctx.space
@@ -131,6 +161,7 @@ def experiment(cfg: DictConfig) -> dict:
         " flops: the network a two-stage method retrains (space.build_eval_network: darts' evaluation network,"
         " the same child elsewhere)",
         "retrain_from": str(cfg.retrain_from) if cfg.retrain_from else None,
+        "retrain_seeds": seeds,
         "include_picked": bool(cfg.include_picked),
         "accuracy_unit": "fraction",
     }
@@ -160,8 +191,9 @@ def experiment(cfg: DictConfig) -> dict:
         elif text in reused:
             row.retrain_acc, row.retrain_source = reused[text], "reused"
         else:
-            row.retrain_acc, row.retrain_wall_s = retrain_accuracy(ctx, row.arch)
-            row.retrain_source = "retrained"
+            accs, walls = zip(*(retrain_accuracy(ctx, row.arch, k) for k in range(seeds)))
+            row.retrain_accs, row.retrain_wall_s = list(accs), sum(walls)
+            row.retrain_acc, row.retrain_source = sum(accs) / len(accs), "retrained"
         log.info(
             "%d/%d %s%s: search %.4f, retrain %.4f (%s)",
             i + 1,
@@ -182,6 +214,7 @@ def experiment(cfg: DictConfig) -> dict:
         "rows": len(rows),
         "kendall_tau": corr["kendall_tau"],
         "spearman_rho": corr["spearman_rho"],
+        **noise_ceiling_of(sampled),
         "phases": ctx.meter.as_dicts(),
         "search_device_hours": ctx.meter.total_device_hours(),
         "device": ctx.meter.device_name(),

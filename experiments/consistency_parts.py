@@ -53,6 +53,7 @@ COLUMNS = (
     "retrain_source",
     "retrain_wall_s",
     "gt_rank",
+    "retrain_accs",
 )
 
 
@@ -70,6 +71,9 @@ class Row:
     retrain_source: str = ""
     retrain_wall_s: float | None = None
     gt_rank: int | None = None
+    #: per retrain seed, when the architecture was retrained with several (the noise ceiling);
+    #: ``retrain_acc`` is their mean
+    retrain_accs: list[float] | None = None
 
 
 def truth_for(cfg: DictConfig, ctx: RunContext) -> NB201Truth | None:
@@ -167,5 +171,7 @@ def write_table(path: Path, space: SearchSpace, rows: list[Row]) -> None:
     writer.writeheader()
     for row in rows:
         values = {k: getattr(row, k) for k in COLUMNS if k != "arch"}
+        if row.retrain_accs is not None:  # one cell: the seeds' accuracies, in seed order
+            values["retrain_accs"] = ";".join(repr(float(a)) for a in row.retrain_accs)
         writer.writerow({"arch": space.encode(row.arch), **{k: "" if v is None else v for k, v in values.items()}})
     atomic_write(path, lambda tmp: Path(tmp).write_text(out.getvalue()))

@@ -34,7 +34,7 @@ def spos_run(tmp_path_factory) -> Path:
 @pytest.fixture(scope="module")
 def experiment(spos_run: Path) -> Path:
     folder = spos_run.parent / "consistency_spos"
-    args = ("method=spos", "space=shufflenet", *TINY, "n_archs=3", f"supernet_from={spos_run}")
+    args = ("method=spos", "space=shufflenet", *TINY, "n_archs=3", f"supernet_from={spos_run}", "retrain_seeds=2")
     ok("consistency.py", *args, f"hydra.run.dir={folder}")
     return folder
 
@@ -58,11 +58,12 @@ def test_the_run_record_holds_the_supernet_and_the_experiment_measures_what_summ
     assert (rows["params"] > 0).all() and (rows["flops"] > 0).all()
     # the supernet was reused: no search phase, and every measurement left out of device-hours
     names = [p["name"] for p in result["phases"]]
-    assert "search" not in names and names.count("consistency_retrain") == len(rows)
+    assert "search" not in names and names.count("consistency_retrain") == 2 * len(rows)  # two seeds each
     assert all(not p["counted"] for p in result["phases"]) and result["search_device_hours"] == 0
 
 
 def test_retrains_are_reused_only_under_the_same_recipe(spos_run: Path, experiment: Path, tmp_path: Path) -> None:
+    """A one-seed experiment reuses the two-seed one's retrains: their mean is its retrain_acc."""
     args = ("method=spos", "space=shufflenet", *TINY, "n_archs=3", f"supernet_from={spos_run}")
     again = tmp_path / "again"
     ok("consistency.py", *args, f"retrain_from={experiment}", f"hydra.run.dir={again}")
@@ -108,6 +109,51 @@ def test_nb201_ground_truth_with_stratified_sampling(tmp_path: Path) -> None:
     assert [p["name"] for p in result["phases"] if p["counted"]] == ["search"]  # searched here
 
 
+def test_two_retrain_seeds_give_the_noise_ceiling_and_the_seed_mean(experiment: Path) -> None:
+    result = json.loads((experiment / "consistency.json").read_text())
+    rows = table(experiment)
+    seeds = [[float(a) for a in v.split(";")] for v in rows["retrain_accs"]]
+    assert all(len(s) == 2 for s in seeds)
+    assert rows["retrain_acc"].tolist() == pytest.approx([sum(s) / 2 for s in seeds])
+    assert any(s[0] != s[1] for s in seeds)  # two initialisations, two results
+    assert result["retrain_seeds"] == 2 and result["protocol"]["retrain_seeds"] == 2
+    assert -1 <= result["noise_ceiling_tau_lo"] <= result["noise_ceiling_tau"] <= result["noise_ceiling_tau_hi"] <= 1
+    assert len(result["kendall_tau_per_seed"]) == 2
+
+
+def test_the_noise_ceiling_on_synthetic_records_with_a_known_answer(tmp_path: Path) -> None:
+    """Seed 1 orders the architectures exactly as seed 0 in one record, in reverse in the other;
+    the search side equals the seed mean; the parameter count orders them as seed 0."""
+    from analysis.records import collect
+    from analysis.tables import correlation_table
+
+    n = 12
+    seed0 = [0.5 + 0.01 * i for i in range(n)]
+    for name, seed1 in (("agree", [a + 0.001 for a in seed0]), ("disagree", seed0[::-1])):
+        folder = tmp_path / name
+        folder.mkdir()
+        mean = [(a + b) / 2 for a, b in zip(seed0, seed1)]
+        pd.DataFrame(
+            {
+                "arch": [f"a{i}" for i in range(n)],
+                "sampled": True,
+                "picked": False,
+                "params": [1000 + i for i in range(n)],
+                "search_acc": mean,
+                "retrain_acc": mean,
+                "retrain_accs": [f"{a};{b}" for a, b in zip(seed0, seed1)],
+            }
+        ).to_csv(folder / "consistency.csv", index=False)
+        record = {"status": "complete", "method": name, "estimator": "x", "space": "nb201", "data": "d", "seed": 0}
+        (folder / "consistency.json").write_text(json.dumps({**record, "budget": {"name": "cpu"}, "protocol": {}}))
+    corr = correlation_table(collect(tmp_path), bootstrap=200, seed=0, top_fraction=0.2, k=None).set_index("method")
+    assert corr.loc["agree", "noise_ceiling_tau"] == pytest.approx(1.0)
+    assert corr.loc["disagree", "noise_ceiling_tau"] == pytest.approx(-1.0)
+    assert corr.loc["agree", "kendall_tau"] == pytest.approx(1.0)  # against the seed mean
+    assert corr.loc["agree", "params_tau"] == pytest.approx(1.0)
+    assert corr.loc["agree", "p_at_top5"] == 1.0 and corr.loc["agree", "br_at_0_5"] == 0.0
+
+
 def test_the_report_reads_real_records(spos_run: Path, experiment: Path, tmp_path: Path) -> None:
     done = run_entry("../analysis/report.py", str(spos_run.parent), "--out", str(tmp_path / "report"))
     assert done.returncode == 0, done.stderr[-2000:]
@@ -127,6 +173,7 @@ def test_the_report_reads_real_records(spos_run: Path, experiment: Path, tmp_pat
         (("space=shufflenet", "n_archs=2"), "at least 3 architectures"),
         (("space=shufflenet", "supernet_from=/nonexistent/run"), "holds no supernet.pt"),
         (("space=shufflenet", "retrain_from=/nonexistent/run"), "no readable consistency.json"),
+        (("space=shufflenet", "retrain_seeds=0"), "retrain_seeds=0: give 1, or 2 and more"),
     ],
 )
 def test_bad_input_is_one_line(args: tuple[str, ...], message: str, tmp_path: Path) -> None:
