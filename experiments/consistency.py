@@ -147,7 +147,7 @@ def experiment(cfg: DictConfig) -> dict:
     if cfg.include_picked and picked not in archs:
         rows.append(Row(arch=picked, sampled=False, picked=True))
     protocol = {
-        "n_archs": n_archs,
+        "n_archs": len(archs),
         "sample_seed": int(cfg.sample_seed),
         "sampling": str(cfg.sampling),
         "supernet": supernet_source,

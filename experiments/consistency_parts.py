@@ -11,9 +11,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import torch
 from omegaconf import DictConfig
 
+from analysis.protocols import binned_sample, unique_cells
 from nasbench.context import RunContext
 from nasbench.errors import UserError
 from nasbench.nb201_truth import DATASETS, NB201Truth, load_ground_truth
@@ -41,7 +43,7 @@ RETRAIN_KEYS = (
 )
 #: retrain keys added later, left out of a recipe at these values so older records still match
 RECIPE_DEFAULTS = {"lr_min": 0.0, "grad_clip": None}
-SAMPLINGS = ("uniform", "stratified")
+SAMPLINGS = ("uniform", "stratified", "unique", "binned")
 COLUMNS = (
     "arch",
     "sampled",
@@ -109,6 +111,8 @@ def sample_archs(
     if n > space.size():
         raise UserError(f"n_archs={n}: the {space.name} space has only {space.size()} architectures")
     gen = torch.Generator().manual_seed(seed)
+    if sampling in ("unique", "binned"):
+        return published_set(space, sampling, truth, data)
     if sampling == "stratified":
         if truth is None:
             raise UserError("sampling=stratified spreads architectures over ground-truth accuracy: give ground_truth=")
@@ -121,6 +125,24 @@ def sample_archs(
         if arch not in archs:
             archs.append(arch)
     return archs
+
+
+def published_set(space: SearchSpace, sampling: str, truth: NB201Truth | None, data: str) -> list[Arch]:
+    """NAS-Bench-201's published architecture sets (``n_archs`` does not apply): ``unique``, one
+    cell per isomorphism class (6,466; Ning et al.); ``binned``, the best of those cells in each
+    non-empty bin of 400 equal bins of the ground truth's accuracy range (SUMNAS, DYNAS)."""
+    if truth is None or truth.classes is None:
+        raise UserError(
+            f"sampling={sampling} is a NAS-Bench-201 protocol: give ground_truth= a table with a unique_str column"
+            " (../shared/data/nasbench201/nb201_accuracies.csv)"
+        )
+    accuracy = truth.table(data)
+    frame = pd.DataFrame({"arch_str": accuracy.index, "acc": accuracy.to_numpy()})
+    frame["unique_str"] = truth.classes.reindex(frame["arch_str"]).to_numpy()
+    chosen = unique_cells(frame)
+    if sampling == "binned":
+        chosen = binned_sample(chosen, "acc", bins=400)
+    return [space.decode(a) for a in chosen["arch_str"]]
 
 
 def retrain_recipe(ctx: RunContext, cfg: DictConfig) -> dict[str, Any]:

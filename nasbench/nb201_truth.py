@@ -56,11 +56,19 @@ def _first_line(exc: BaseException) -> str:
 class NB201Truth:
     """Ground-truth accuracy tables, one per (data set, metric); each maps an arch string to a fraction."""
 
-    def __init__(self, tables: dict[tuple[str, str], pd.Series], columns: dict[tuple[str, str], str], source: str):
+    def __init__(
+        self,
+        tables: dict[tuple[str, str], pd.Series],
+        columns: dict[tuple[str, str], str],
+        source: str,
+        classes: pd.Series | None = None,
+    ):
         self.source = source
         self._tables = tables
         self._columns = columns
         self._ranks: dict[tuple[str, str], pd.Series] = {}
+        #: arch string -> its isomorphism class (the CSV's ``unique_str``), where the file has it
+        self.classes = classes
 
     def _key(self, dataset: str, metric: str) -> tuple[str, str]:
         name = _ALIASES.get(dataset, dataset)
@@ -173,7 +181,10 @@ def _load_csv(p: Path) -> NB201Truth:
                 values.to_numpy() / 100.0, index=pd.Index(arch, name="arch_str"), name=col
             )
             columns[(name, metric)] = col
-    return NB201Truth(tables, columns, f"csv:{p.resolve()}")
+    classes = None
+    if "unique_str" in df.columns and df["unique_str"].notna().all():
+        classes = pd.Series(df["unique_str"].astype(str).to_numpy(), index=pd.Index(arch, name="arch_str"))
+    return NB201Truth(tables, columns, f"csv:{p.resolve()}", classes)
 
 
 def _numpy_safe_globals() -> list:

@@ -174,6 +174,7 @@ def test_the_report_reads_real_records(spos_run: Path, experiment: Path, tmp_pat
         (("space=shufflenet", "supernet_from=/nonexistent/run"), "holds no supernet.pt"),
         (("space=shufflenet", "retrain_from=/nonexistent/run"), "no readable consistency.json"),
         (("space=shufflenet", "retrain_seeds=0"), "retrain_seeds=0: give 1, or 2 and more"),
+        (("space=shufflenet", "sampling=binned"), "sampling=binned is a NAS-Bench-201 protocol"),
     ],
 )
 def test_bad_input_is_one_line(args: tuple[str, ...], message: str, tmp_path: Path) -> None:

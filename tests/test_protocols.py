@@ -62,3 +62,23 @@ def test_the_noise_ceiling_of_identical_seeds_is_one_and_of_reversed_ones_minus_
     assert flipped["seed_tau_mean"] == pytest.approx(-1.0)
     with pytest.raises(ValueError):
         noise_ceiling(pd.DataFrame({"s0": a}))
+
+
+def test_the_consistency_experiment_takes_the_published_sets_from_the_ground_truth(table: pd.DataFrame) -> None:
+    import sys
+
+    from conftest import ROOT, tiny_space
+    from nasbench.nb201_truth import load_ground_truth
+
+    sys.path.insert(0, str(ROOT / "experiments"))
+    from consistency_parts import sample_archs
+
+    space, truth = tiny_space("nb201"), load_ground_truth(TABLE)
+    unique = sample_archs(space, 3, 0, "unique", truth, "cifar10")
+    assert len(unique) == 6466 == len({space.encode(a) for a in unique})
+    classes = {truth.classes[space.encode(a)] for a in unique}
+    assert len(classes) == 6466  # one cell per isomorphism class
+    binned = sample_archs(space, 3, 0, "binned", truth, "cifar10")
+    expected = binned_sample(unique_cells(table), "cifar10_test_acc_200", bins=400)
+    assert [space.encode(a) for a in binned] == expected["arch_str"].tolist()
+    assert 150 < len(binned) < 400
