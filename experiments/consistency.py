@@ -54,6 +54,7 @@ from nasbench.context import RunContext
 from nasbench.errors import UserError
 from nasbench.evaluate import accuracy
 from nasbench.flops import count_macs, count_params
+from nasbench.nb201_truth import DATASETS
 from nasbench.records import RunRecord, atomic_write_json
 from nasbench.spaces.base import Arch
 from nasbench.supernet import Supernet
@@ -185,8 +186,9 @@ def experiment(cfg: DictConfig) -> dict:
         deployed = space.build_eval_network(row.arch)  # the network retrain_acc belongs to
         row.params = count_params(deployed)
         row.flops = count_macs(deployed.eval(), torch.zeros(1, *space.inputs.shape))
-        if truth is not None:
-            row.retrain_acc, row.retrain_source = truth.accuracy(text, ctx.data.name), "nb201"
+        if truth is not None and truth.has(text, ctx.data.name):
+            source = "nb201" if ctx.data.name in DATASETS else "ground_truth"  # NAS-Bench-201's, or a suite-built table
+            row.retrain_acc, row.retrain_source = truth.accuracy(text, ctx.data.name), source
             row.gt_rank = truth.rank(text, ctx.data.name)
         elif text in reused:
             row.retrain_acc, row.retrain_source = reused[text], "reused"

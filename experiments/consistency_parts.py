@@ -79,26 +79,28 @@ class Row:
 
 
 def truth_for(cfg: DictConfig, ctx: RunContext) -> NB201Truth | None:
-    """NAS-Bench-201 ground truth when ``ground_truth=`` is given and applies to this run."""
+    """The ground truth ``ground_truth=`` names, when it has this run's data set: NAS-Bench-201's
+    table (space=nb201, its data sets), or a table the suite built for this space and data set
+    (experiments/ground_truth.py)."""
     if not cfg.ground_truth:
         return None
+    truth = load_ground_truth(Path(str(cfg.ground_truth)).expanduser())
+    if ctx.data.name in truth.datasets() and (ctx.space.name == "nb201" or ctx.data.name not in DATASETS):
+        return truth
     if ctx.space.name != "nb201":
         raise UserError(
-            f"ground_truth is NAS-Bench-201's and needs space=nb201 (this run: space={ctx.space.name});"
-            " drop ground_truth to retrain each architecture"
+            f"ground_truth {cfg.ground_truth} has no {ctx.data.name} column for space={ctx.space.name}: NAS-Bench-201's"
+            " table needs space=nb201; a table built by experiments/ground_truth.py names its data set in its"
+            " columns; drop ground_truth to retrain each architecture"
         )
     if ctx.data.name not in DATASETS:
         raise UserError(
-            f"NAS-Bench-201 has ground truth for data sets {', '.join(DATASETS)}, not {ctx.data.name};"
-            " pass one of them as data=... or drop ground_truth to retrain each architecture"
+            f"NAS-Bench-201 has ground truth for data sets {', '.join(DATASETS)}, not {ctx.data.name}, and"
+            f" {cfg.ground_truth} has no {ctx.data.name}_test_acc_<epochs> column; pass data=... or drop ground_truth"
         )
-    truth = load_ground_truth(Path(str(cfg.ground_truth)).expanduser())
-    if ctx.data.name not in truth.datasets():
-        raise UserError(
-            f"{cfg.ground_truth} has no 200-epoch test accuracy for {ctx.data.name};"
-            f" it has: {', '.join(truth.datasets())}"
-        )
-    return truth
+    raise UserError(
+        f"{cfg.ground_truth} has no 200-epoch test accuracy for {ctx.data.name}; it has: {', '.join(truth.datasets())}"
+    )
 
 
 def sample_archs(

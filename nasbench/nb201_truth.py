@@ -11,6 +11,7 @@ and random search. Accuracies are returned as fractions in [0, 1]; nothing is ca
 from __future__ import annotations
 
 import contextlib
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -72,6 +73,8 @@ class NB201Truth:
 
     def _key(self, dataset: str, metric: str) -> tuple[str, str]:
         name = _ALIASES.get(dataset, dataset)
+        if (name, metric) in self._tables:  # a table the suite built (experiments/ground_truth.py)
+            return name, metric
         if name not in DATASETS:
             raise unknown_choice("NAS-Bench-201 data set", dataset, DATASETS)
         if metric not in METRICS:
@@ -83,8 +86,10 @@ class NB201Truth:
         return name, metric
 
     def datasets(self) -> list[str]:
-        """Our names of the data sets with 200-epoch test accuracies, in ``DATASETS`` order."""
-        return [name for name in DATASETS if (name, "test") in self._tables]
+        """Our names of the data sets with test accuracies: NAS-Bench-201's (200 epochs) in
+        ``DATASETS`` order, then those of a table the suite built."""
+        own = [name for name in DATASETS if (name, "test") in self._tables]
+        return own + sorted(d for d, m in self._tables if m == "test" and d not in DATASETS)
 
     def size(self) -> int:
         """How many distinct cells the tables hold (15,625 for the whole NAS-Bench-201 space)."""
@@ -105,6 +110,10 @@ class NB201Truth:
                 f"({len(series)} cells); expected a NAS-Bench-201 cell string like {_EXAMPLE} (ops: {_OPS})"
             )
         return series[arch_str]
+
+    def has(self, arch_str: str, dataset: str, metric: str = "test") -> bool:
+        """Whether the table holds ``arch_str`` (a table the suite built holds a sample only)."""
+        return arch_str in self._tables[self._key(dataset, metric)].index
 
     def accuracy(self, arch_str: str, dataset: str, metric: str = "test") -> float:
         """The 200-epoch accuracy (mean over seeds) of ``arch_str`` as a fraction; metric "test" or "valid"."""
@@ -146,8 +155,9 @@ def _load_csv(p: Path) -> NB201Truth:
     except (ValueError, OSError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise UserError(f"cannot read the NAS-Bench-201 CSV {p} ({_first_line(exc)}); expected a CSV file") from None
     tests = [_CSV_COLUMN["test"].format(prefix) for prefix in DATASETS.values()]
+    built = suite_columns(df.columns)
     missing = [] if "arch_str" in df.columns else ["arch_str"]
-    if not any(col in df.columns for col in tests):
+    if not any(col in df.columns for col in tests) and not built:
         missing.append("one of " + ", ".join(tests))
     if missing:
         raise UserError(
@@ -162,29 +172,38 @@ def _load_csv(p: Path) -> NB201Truth:
             f"NAS-Bench-201 CSV {p} lists arch_str {arch[arch.duplicated()].iloc[0]!r} twice; expected each once"
         )
     tables, columns = {}, {}
-    for name, prefix in DATASETS.items():
-        for metric in METRICS:
-            col = _CSV_COLUMN[metric].format(prefix)
-            if col not in df.columns:
-                continue
-            values = pd.to_numeric(df[col], errors="coerce")
-            bad = values.isna() | (values < 0) | (values > 100)
-            if bad.any():
-                row = int(bad.argmax())
-                raise UserError(
-                    f"column {col} of {p} has {df[col].iloc[row]!r} on line {row + 2} ({arch.iloc[row]}); "
-                    "expected a number, a percentage from 0 to 100"
-                )
-            if len(values) > 1 and values.max() <= 1.0:
-                raise UserError(f"column {col} of {p} looks like fractions (max {values.max()}); expected percentages")
-            tables[(name, metric)] = pd.Series(
-                values.to_numpy() / 100.0, index=pd.Index(arch, name="arch_str"), name=col
+    wanted = [(name, m, _CSV_COLUMN[m].format(prefix)) for name, prefix in DATASETS.items() for m in METRICS]
+    wanted += [(name, "test", col) for name, col in built.items()]
+    for name, metric, col in wanted:
+        if col not in df.columns:
+            continue
+        values = pd.to_numeric(df[col], errors="coerce")
+        bad = values.isna() | (values < 0) | (values > 100)
+        if bad.any():
+            row = int(bad.argmax())
+            raise UserError(
+                f"column {col} of {p} has {df[col].iloc[row]!r} on line {row + 2} ({arch.iloc[row]}); "
+                "expected a number, a percentage from 0 to 100"
             )
-            columns[(name, metric)] = col
+        if len(values) > 1 and values.max() <= 1.0:
+            raise UserError(f"column {col} of {p} looks like fractions (max {values.max()}); expected percentages")
+        tables[(name, metric)] = pd.Series(values.to_numpy() / 100.0, index=pd.Index(arch, name="arch_str"), name=col)
+        columns[(name, metric)] = col
     classes = None
     if "unique_str" in df.columns and df["unique_str"].notna().all():
         classes = pd.Series(df["unique_str"].astype(str).to_numpy(), index=pd.Index(arch, name="arch_str"))
     return NB201Truth(tables, columns, f"csv:{p.resolve()}", classes)
+
+
+def suite_columns(columns) -> dict[str, str]:
+    """Data set -> column of a table the suite built: ``<data>_test_acc_<epochs>`` for a data set
+    that is not NAS-Bench-201's (experiments/ground_truth.py writes ``fashion_mnist_test_acc_6``)."""
+    found: dict[str, str] = {}
+    for col in columns:
+        match = re.fullmatch(r"(?P<data>[a-z0-9_]+?)_test_acc_(?P<epochs>[0-9]+)", str(col))
+        if match and match["data"] not in DATASETS:
+            found.setdefault(match["data"], str(col))
+    return found
 
 
 def _numpy_safe_globals() -> list:

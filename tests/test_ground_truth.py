@@ -1,0 +1,76 @@
+"""The ground-truth builder (experiments/ground_truth.py): real retrains at tiny scale, a real
+SIGKILL in the middle, the resumed table, and the table read back as ``ground_truth=``."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+
+from conftest import ROOT, SHARED, run_entry
+
+NB201_CSV = SHARED / "data" / "nasbench201" / "nb201_accuracies.csv"
+
+
+def builder_args(out: Path) -> list[str]:
+    return [
+        "scale=tiny",
+        "n_archs=4",
+        "seeds=2",
+        "sampling=stratified",
+        f"stratify_by={NB201_CSV}",
+        "progress=false",
+        "threads=1",
+        f"out={out}",
+    ]
+
+
+def test_the_builder_resumes_after_a_kill_and_its_table_loads_as_ground_truth(tmp_path: Path) -> None:
+    out = tmp_path / "gt"
+    part = out / "ground_truth.part0.csv"
+    proc = subprocess.Popen(
+        [sys.executable, str(ROOT / "experiments" / "ground_truth.py"), *builder_args(out)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "PYTHONUNBUFFERED": "1"},
+    )
+    deadline = time.time() + 300
+    while time.time() < deadline and not (part.exists() and len(pd.read_csv(part)) >= 1):
+        assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = pd.read_csv(part, dtype={"arch_str": str})
+    assert 1 <= len(before) < 4 and before.notna().all().all()  # whole rows only
+    assert not (out / "ground_truth.csv").exists()  # no table until every architecture is done
+
+    done = run_entry("ground_truth.py", *builder_args(out))
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert f"{len(before)} already done" in done.stdout + done.stderr
+    table = pd.read_csv(out / "ground_truth.csv", dtype={"arch_str": str})
+    assert len(table) == 4 and table["arch_str"].is_unique and table["unique_str"].notna().all()
+    seeds = table[["fashion_mnist_test_acc_3_seed0", "fashion_mnist_test_acc_3_seed1"]]
+    assert (table["fashion_mnist_test_acc_3"] - seeds.mean(axis=1)).abs().max() < 1e-9
+    first = table.set_index("arch_str").loc[before["arch_str"]]  # not retrained again
+    assert (first["fashion_mnist_test_acc_3"].to_numpy() == before["fashion_mnist_test_acc_3"].to_numpy()).all()
+    meta = json.loads((out / "ground_truth.json").read_text())
+    assert meta["status"] == "complete" and meta["rows"] == 4 and meta["recipe"]["retrain_epochs"] == 3
+
+    other = run_entry("ground_truth.py", *builder_args(out), "budget.retrain_epochs=1")
+    assert other.returncode == 2 and "another recipe" in other.stderr and "Traceback" not in other.stderr
+
+    folder = tmp_path / "consistency"
+    args = ["method=spos", "space=nb201", "scale=tiny", "progress=false", "n_archs=3", "sampling=stratified"]
+    used = run_entry("consistency.py", *args, f"ground_truth={out / 'ground_truth.csv'}", f"hydra.run.dir={folder}")
+    assert used.returncode == 0, used.stderr[-3000:]
+    rows = pd.read_csv(folder / "consistency.csv", dtype={"arch": str})
+    sampled = rows[rows["sampled"]]
+    truth = table.set_index("arch_str")["fashion_mnist_test_acc_3"] / 100
+    assert (sampled["retrain_source"] == "ground_truth").all()  # read, not retrained
+    assert sampled["retrain_acc"].tolist() == truth.loc[sampled["arch"]].tolist()
