@@ -211,3 +211,23 @@ def sparsity_figure(runs: pd.DataFrame, sparsity: pd.DataFrame) -> plt.Figure:
     fig.suptitle(f"What pruning would keep, per epoch\n{context(runs)}", fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def tau_epochs_figure(correlation: pd.DataFrame) -> plt.Figure:
+    """Kendall tau (95% interval) against the supernet's search epochs, a line per method on a
+    space (Ning et al. and Zhang et al.: ranking improves with supernet training)."""
+    fig, ax = plt.subplots(figsize=(5.2, 3.6))
+    for (method, space), df in correlation.groupby(["method", "space"], sort=True):
+        df = df.sort_values("search_epochs")
+        lo = df["kendall_tau"] - df.get("kendall_tau_lo", df["kendall_tau"])
+        hi = df.get("kendall_tau_hi", df["kendall_tau"]) - df["kendall_tau"]
+        ax.errorbar(
+            df["search_epochs"], df["kendall_tau"], yerr=[lo, hi], marker="o", capsize=3, label=f"{method} @ {space}"
+        )
+    ax.set(xlabel="supernet search epochs", ylabel="Kendall tau (search vs retrain)")
+    ax.set_title(f"Ranking against supernet training\n{context(correlation)}", fontsize=9)
+    ax.axhline(0, color="grey", lw=0.6)
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

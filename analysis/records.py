@@ -214,6 +214,8 @@ def load_experiment(folder: Path) -> tuple[dict[str, Any], pd.DataFrame]:
     }
     for key, value in ident.items():
         table[key] = value
+    budget = result.get("budget") if isinstance(result.get("budget"), dict) else {}
+    table["search_epochs"] = budget.get("search_epochs")  # the supernet's training length (tau against it)
     table["path"] = str(folder)
     return row, table
 

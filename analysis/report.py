@@ -154,6 +154,9 @@ def write_report(c: Collection, out: Path, args: argparse.Namespace) -> Path:
         figs["sparsity"] = save_figure(figures.sparsity_figure(c.runs, c.sparsity), out / "figures", "sparsity")
     if not c.alpha.empty and not c.runs.empty:
         figs["alpha"] = save_figure(figures.alpha_figure(c.runs, c.alpha), out / "figures", "alpha")
+    corr = made["correlation"]
+    if not corr.empty and corr.groupby(["method", "space"])["search_epochs"].nunique().max() > 1:
+        figs["tau_epochs"] = save_figure(figures.tau_epochs_figure(corr), out / "figures", "tau_epochs")
     if not c.lab.empty:
         figs["lab"] = save_figure(bias_variance_figure(c.lab), out / "figures", "lab_bias_variance")
         figs["lab_error"] = save_figure(error_curve_figure(c.lab_curve), out / "figures", "lab_error")
@@ -170,6 +173,8 @@ def write_report(c: Collection, out: Path, args: argparse.Namespace) -> Path:
         parts.append(f"## {TITLES[name]}\n\n{caption(name, df)}{markdown(df)}")
         if name in figs:
             parts.append(f"![{name}]({figs[name]})\n")
+        if name == "correlation" and "tau_epochs" in figs:
+            parts.append(f"### Tau against supernet training\n\n![tau_epochs]({figs['tau_epochs']})\n")
         if name == "lab" and "lab_error" in figs:
             parts.append(f"### Error of the mean against the number of samples\n\n![lab_error]({figs['lab_error']})\n")
         if name == "cost" and "front" in figs:

@@ -122,9 +122,12 @@ def correlation_table(c: Collection, bootstrap: int, seed: int, top_fraction: fl
         first = table.iloc[0]
         stats = rank_correlations(sampled["search_acc"], sampled["retrain_acc"], bootstrap, seed, top_fraction, k)
         stats.update(protocol_measures(sampled, bootstrap, seed))
-        rows.append({**{g: first[g] for g in EXPERIMENT}, "seed": first["seed"], **stats, "path": path})
+        epochs = first.get("search_epochs")
+        rows.append(
+            {**{g: first[g] for g in EXPERIMENT}, "seed": first["seed"], "search_epochs": epochs, **stats, "path": path}
+        )
     out = pd.DataFrame(rows)
-    order = [*EXPERIMENT, "seed", "n", "k"]
+    order = [*EXPERIMENT, "seed", "search_epochs", "n", "k"]
     stat_cols = [c for s in STATISTICS for c in (s, f"{s}_lo", f"{s}_hi") if c in out.columns]
     extra = [c for c in PROTOCOL_COLUMNS if c in out.columns]
     return out[order + stat_cols + extra + ["path"]].sort_values(order).reset_index(drop=True)

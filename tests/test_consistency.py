@@ -205,3 +205,31 @@ def test_a_damaged_supernet_checkpoint_is_one_line(spos_run: Path, tmp_path: Pat
     torch.save({"weights": torch.zeros(2)}, foreign / "supernet.pt")
     with pytest.raises(UserError, match="not a supernet checkpoint of this suite"):
         RunRecord.peek(foreign).load_supernet()
+
+
+def test_the_report_draws_tau_against_supernet_epochs(tmp_path: Path) -> None:
+    """Synthetic records of one method after 2 and 8 search epochs: the better-trained supernet
+    orders the architectures as the retrain does, the other in reverse."""
+    n = 10
+    retrain = [0.5 + 0.01 * i for i in range(n)]
+    for epochs, search in ((2, retrain[::-1]), (8, retrain)):
+        folder = tmp_path / f"spos_{epochs}"
+        folder.mkdir()
+        pd.DataFrame(
+            {
+                "arch": [f"a{i}" for i in range(n)],
+                "sampled": True,
+                "picked": False,
+                "search_acc": search,
+                "retrain_acc": retrain,
+            }
+        ).to_csv(folder / "consistency.csv", index=False)
+        record = {"status": "complete", "method": "spos", "estimator": "uniform", "space": "nb201", "data": "d"}
+        budget = {"name": "cpu", "search_epochs": epochs}
+        (folder / "consistency.json").write_text(json.dumps({**record, "seed": 0, "budget": budget, "protocol": {}}))
+    done = run_entry("../analysis/report.py", str(tmp_path), "--out", str(tmp_path / "report"), "--bootstrap", "100")
+    assert done.returncode == 0, done.stderr[-2000:]
+    corr = pd.read_csv(tmp_path / "report" / "correlation.csv").set_index("search_epochs")
+    assert corr.loc[2, "kendall_tau"] == pytest.approx(-1.0) and corr.loc[8, "kendall_tau"] == pytest.approx(1.0)
+    assert (tmp_path / "report" / "figures" / "tau_epochs.png").stat().st_size > 1000
+    assert "Tau against supernet training" in (tmp_path / "report" / "report.md").read_text()
