@@ -44,7 +44,10 @@ def collect_lab(root: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
             curve = pd.read_csv(folder / "lab_curve.csv")
         except (OSError, ValueError):
             continue
-        extra = {"space": meta.get("space"), "scale": meta.get("scale"), "source": str(folder)}
+        label = f"{meta.get('space')} {meta.get('scale')}"
+        if str(meta.get("batchnorm", "")).startswith("running"):
+            label += ", BN running stats"
+        extra = {"space": meta.get("space"), "scale": meta.get("scale"), "lab": label, "source": str(folder)}
         rows.append(table.assign(**extra))
         curves.append(curve.assign(**extra))
     if not rows:
@@ -56,11 +59,27 @@ def lab_table(lab: pd.DataFrame) -> pd.DataFrame:
     return lab[[c for c in SHOWN if c in lab.columns]] if not lab.empty else lab
 
 
+def _grid(frame: pd.DataFrame) -> tuple[plt.Figure, list]:
+    """A panel per (lab, alpha point): a row per lab folder, a column per point."""
+    key = "lab" if "lab" in frame.columns else "space"
+    labs = list(dict.fromkeys(frame[key]))
+    points = list(dict.fromkeys(frame["point"]))
+    fig, axes = plt.subplots(len(labs), len(points), figsize=(4.6 * len(points), 3.8 * len(labs)), squeeze=False)
+    panels = []
+    for r, lab in enumerate(labs):
+        for c, point in enumerate(points):
+            df = frame[(frame[key] == lab) & (frame["point"] == point)]
+            if df.empty:
+                axes[r][c].axis("off")
+            else:
+                panels.append((axes[r][c], lab, point, df))
+    return fig, panels
+
+
 def bias_variance_figure(lab: pd.DataFrame) -> plt.Figure:
-    """Per (space, point): each estimator at (per-sample noise, bias), both relative to |exact|."""
-    panels = list(lab.groupby(["space", "point"], sort=False))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.0), squeeze=False)
-    for ax, ((space, point), df) in zip(axes[0], panels):
+    """Per (lab, point): each estimator at (per-sample noise, bias), both relative to |exact|."""
+    fig, panels = _grid(lab)
+    for ax, space, point, df in panels:
         for _, r in df.iterrows():
             x = max(float(r["rel_std"]), 1e-6)
             ax.errorbar(x, r["rel_bias"], yerr=r.get("rel_bias_se", 0.0), fmt="o", capsize=3)
@@ -76,9 +95,8 @@ def bias_variance_figure(lab: pd.DataFrame) -> plt.Figure:
 
 def error_curve_figure(curves: pd.DataFrame) -> plt.Figure:
     """Relative error of the mean of n samples against n: 1/sqrt(n) for an unbiased estimator."""
-    panels = list(curves.groupby(["space", "point"], sort=False))
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.0), squeeze=False)
-    for ax, ((space, point), df) in zip(axes[0], panels):
+    fig, panels = _grid(curves)
+    for ax, space, point, df in panels:
         for name, d in df.groupby("estimator", sort=False):
             ax.plot(d["n"], d["rel_err"], marker=".", label=str(name))
         n = np.array(sorted(df["n"].unique()), dtype=float)
@@ -91,6 +109,6 @@ def error_curve_figure(curves: pd.DataFrame) -> plt.Figure:
         ax.set_ylabel("|mean - exact| / |exact|")
         ax.set_title(f"{space}, alpha {point}")
         ax.grid(alpha=0.3)
-    axes[0][-1].legend(fontsize=7, loc="best")
+        ax.legend(fontsize=6, loc="lower left")
     fig.tight_layout()
     return fig
