@@ -47,5 +47,5 @@ def test_an_unknown_group_is_one_line(tmp_path) -> None:
     assert proc.returncode == 2
     assert (
         proc.stderr.strip()
-        == "error: unknown check group(s) gpus; choose from: tiny, main, bench, imagefolder, torchrun"
+        == "error: unknown check group(s) gpus; choose from: tiny, main, bench, cells, lab, imagefolder, torchrun"
     )
