@@ -24,6 +24,7 @@ folder adds them to a report.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 
 import hydra
@@ -47,6 +48,7 @@ from nasbench.provenance import set_threads
 from nasbench.records import RunRecord
 from nasbench.train import Trainer
 from run import build_space, check_budget
+from run_argv import EXISTING_DIRS, note_existing_dirs
 
 log = logging.getLogger("estimator_lab")
 
@@ -256,8 +258,15 @@ def experiment(cfg: DictConfig) -> dict:
 @hydra.main(version_base=None, config_path="conf", config_name="estimator_lab")
 def main(cfg: DictConfig) -> None:
     with cli.user_errors():
-        experiment(cfg)
+        try:
+            experiment(cfg)
+        except UserError:  # a refusal leaves no folder a report would list as an unfinished record
+            folder = RunRecord(HydraConfig.get().runtime.output_dir)
+            if folder.dir.resolve() not in EXISTING_DIRS:
+                folder.discard_if_fresh(f"{HydraConfig.get().job.name}.log")
+            raise
 
 
 if __name__ == "__main__":
+    note_existing_dirs(sys.argv[1:])
     cli.entry(main)

@@ -91,21 +91,20 @@ class RunRecord:
             self.metrics_path.unlink()
 
     #: what Hydra and the log put into a run folder before the run itself writes anything
-    STARTUP_FILES = frozenset({".hydra", "run.log"})
-
-    def discard_if_fresh(self) -> bool:
+    def discard_if_fresh(self, log: str = "run.log") -> bool:
         """Remove the folder of a run refused before it wrote anything of its own (only Hydra's
-        ``.hydra/`` and ``run.log`` in it), so that a refused configuration leaves no folder that
-        a report would list as an unfinished run. The caller makes sure the folder did not exist
-        before this process (it could hold a user's earlier files). Returns whether it removed it."""
+        ``.hydra/`` and its job log, ``log``, in it), so that a refused configuration leaves no
+        folder that a report would list as an unfinished run. The caller makes sure the folder did
+        not exist before this process (it could hold a user's earlier files). Returns whether it
+        removed it."""
         try:
             entries = {p.name for p in self.dir.iterdir()}
         except OSError:
             return False
-        if not entries <= self.STARTUP_FILES:
+        if not entries <= {".hydra", log}:
             return False
         shutil.rmtree(self.dir / ".hydra", ignore_errors=True)
-        (self.dir / "run.log").unlink(missing_ok=True)
+        (self.dir / log).unlink(missing_ok=True)
         try:
             self.dir.rmdir()
         except OSError:

@@ -215,6 +215,11 @@ def test_the_lab_refuses_bad_input_in_one_line(tmp_path: Path) -> None:
     assert "Traceback" not in proc.stderr
     proc = run_entry("estimator_lab.py", "points=[run]", f"hydra.run.dir={tmp_path / 'b'}")
     assert proc.returncode == 2 and "alpha_from" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()  # no half folder left for a report
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("a user's file")
+    proc = run_entry("estimator_lab.py", "points=[run]", f"hydra.run.dir={tmp_path / 'mine'}")
+    assert proc.returncode == 2 and (tmp_path / "mine" / "notes.txt").exists()  # a folder that existed stays
 
 
 def test_only_a_deterministic_estimator_is_sampled_fewer_times() -> None:
