@@ -76,13 +76,22 @@ def _grid(frame: pd.DataFrame) -> tuple[plt.Figure, list]:
     return fig, panels
 
 
+def _colours(frame: pd.DataFrame) -> dict[str, tuple]:
+    """One colour per estimator for the whole figure, so a colour means the same in every panel."""
+    names = sorted(set(frame["estimator"].astype(str)))
+    palette = plt.get_cmap("tab10" if len(names) <= 10 else "tab20")
+    return {name: palette(i % palette.N) for i, name in enumerate(names)}
+
+
 def bias_variance_figure(lab: pd.DataFrame) -> plt.Figure:
     """Per (lab, point): each estimator at (per-sample noise, bias), both relative to |exact|."""
     fig, panels = _grid(lab)
+    colour = _colours(lab)
     for ax, space, point, df in panels:
         for _, r in df.iterrows():
             x = max(float(r["rel_std"]), 1e-6)
-            ax.errorbar(x, r["rel_bias"], yerr=r.get("rel_bias_se", 0.0), fmt="o", capsize=3)
+            c = colour[str(r["estimator"])]
+            ax.errorbar(x, r["rel_bias"], yerr=r.get("rel_bias_se", 0.0), fmt="o", capsize=3, color=c)
             ax.annotate(str(r["estimator"]), (x, r["rel_bias"]), fontsize=7, xytext=(4, 3), textcoords="offset points")
         ax.set_xscale("log")
         ax.set_xlabel("per-sample noise sqrt(tr Cov) / |exact|")
@@ -96,9 +105,10 @@ def bias_variance_figure(lab: pd.DataFrame) -> plt.Figure:
 def error_curve_figure(curves: pd.DataFrame) -> plt.Figure:
     """Relative error of the mean of n samples against n: 1/sqrt(n) for an unbiased estimator."""
     fig, panels = _grid(curves)
+    colour = _colours(curves)
     for ax, space, point, df in panels:
         for name, d in df.groupby("estimator", sort=False):
-            ax.plot(d["n"], d["rel_err"], marker=".", label=str(name))
+            ax.plot(d["n"], d["rel_err"], marker=".", label=str(name), color=colour[str(name)])
         n = np.array(sorted(df["n"].unique()), dtype=float)
         first = df[df["n"] == 1]["rel_err"]
         if len(first):
