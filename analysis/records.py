@@ -168,6 +168,7 @@ def load_run(folder: Path) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         "flops": int(summary["flops"]),
         "search_device_hours": sum(float(p.get("device_hours", 0.0)) for p in counted) - retrain_h,
         "retrain_device_hours": retrain_h,
+        "retrain_epochs": sum(int(p.get("epochs", 0)) for p in counted if p["name"] == "retrain"),
         "finetune_device_hours": sum(float(p.get("device_hours", 0.0)) for p in counted if p["name"] == "finetune"),
         "total_device_hours": float(summary["total_device_hours"]),
         "peak_mem_bytes": int(summary["peak_mem_bytes"]),

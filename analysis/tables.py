@@ -53,7 +53,7 @@ def cost_table(c: Collection) -> pd.DataFrame:
     # summary.json's "flops" counts multiply-accumulates (its flops_unit): the column says MACs
     runs = c.runs.assign(params_m=c.runs["params"] / 1e6, mmacs=c.runs["flops"] / 1e6)
     out = _grouped(runs, columns)
-    stage = runs.groupby(GROUP, dropna=False)["one_stage"].first().reset_index()
+    stage = runs.groupby(GROUP, dropna=False)[["one_stage", "retrain_epochs"]].first().reset_index()
     out = out.merge(stage, on=GROUP)
     out.insert(len(GROUP), "stages", out.pop("one_stage").map({True: "one", False: "two"}))
     return out.sort_values(["space", "data", "budget_name", "stages", "total_device_hours"]).reset_index(drop=True)
@@ -77,9 +77,22 @@ def savings_table(cost: pd.DataFrame) -> pd.DataFrame:
                         "two_stage_device_hours": t["total_device_hours"],
                         "saving": 1.0 - o["total_device_hours"] / t["total_device_hours"],
                         "final_acc_difference": o["final_acc"] - t["final_acc"],
+                        "retrain_epochs_at_equal_cost": equal_cost_epochs(o, t),
                     }
                 )
     return pd.DataFrame(rows)
+
+
+def equal_cost_epochs(one: pd.Series, two: pd.Series) -> float:
+    """How many retrain epochs would make the two-stage method's total device-hours the one-stage
+    method's (its search as measured, its retrain at its measured cost per epoch): the
+    ``budget.retrain_epochs`` of the matched-budget comparison (DSNAS Table 3 at equal compute).
+    NaN without a retrain; 0 when its search alone costs more."""
+    epochs = float(two.get("retrain_epochs") or 0)
+    if epochs <= 0 or not two["retrain_device_hours"] > 0:
+        return float("nan")
+    per_epoch = two["retrain_device_hours"] / epochs
+    return max(0.0, (one["total_device_hours"] - two["search_device_hours"]) / per_epoch)
 
 
 def row_label(row: pd.Series) -> str:

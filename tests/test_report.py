@@ -153,6 +153,8 @@ def test_cost_table_in_the_shape_of_table_3(made: Path) -> None:
     assert (savings["one_stage"], savings["two_stage"]) == ("dsnas / dsnas", "spos / spos")
     assert savings["saving"] == pytest.approx(0.5)
     assert savings["final_acc_difference"] == pytest.approx(0.9 - 0.915)
+    # spos at dsnas's 0.3 device-hours: 0.2 of search leaves 0.1; its retrain costs 0.4 for 6 epochs
+    assert savings["retrain_epochs_at_equal_cost"] == pytest.approx(0.1 / (0.4 / 6))
     assert "0.3 ± " not in (made / "cost.md").read_text()  # one seed: no spread shown
     assert "0.9150 ± 0.0071" in (made / "cost.md").read_text()
 
