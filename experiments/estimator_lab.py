@@ -48,7 +48,7 @@ from nasbench.provenance import set_threads
 from nasbench.records import RunRecord
 from nasbench.train import Trainer
 from run import build_space, check_budget
-from run_argv import EXISTING_DIRS, note_existing_dirs
+from run_argv import discard_refused, note_existing_dirs
 
 log = logging.getLogger("estimator_lab")
 
@@ -261,9 +261,7 @@ def main(cfg: DictConfig) -> None:
         try:
             experiment(cfg)
         except UserError:  # a refusal leaves no folder a report would list as an unfinished record
-            folder = RunRecord(HydraConfig.get().runtime.output_dir)
-            if folder.dir.resolve() not in EXISTING_DIRS:
-                folder.discard_if_fresh(f"{HydraConfig.get().job.name}.log")
+            discard_refused(RunRecord(HydraConfig.get().runtime.output_dir), f"{HydraConfig.get().job.name}.log")
             raise
 
 

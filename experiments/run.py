@@ -51,7 +51,7 @@ from nasbench.spaces import SPACES
 from nasbench.spaces.base import InputSpec, SearchSpace
 from nasbench.tensorboard_log import TensorBoardSink
 from nasbench.train import Trainer
-from run_argv import EXISTING_DIRS, TORCHRUN_SWEEP, prepare_argv
+from run_argv import TORCHRUN_SWEEP, discard_refused, prepare_argv
 
 log = logging.getLogger("run")
 
@@ -177,8 +177,8 @@ def run(cfg: DictConfig) -> dict:
     try:
         return run_in(cfg, record)
     except UserError:
-        if distributed.launched_env().is_main and record.dir.resolve() not in EXISTING_DIRS:
-            record.discard_if_fresh()
+        if distributed.launched_env().is_main:
+            discard_refused(record)
         raise
 
 

@@ -26,6 +26,13 @@ TORCHRUN_SWEEP = "a torchrun job runs one configuration: launch sweeps (-m) with
 EXISTING_DIRS: set[Path] = set()
 
 
+def discard_refused(record: RunRecord, log: str = "run.log") -> None:
+    """After a refusal: remove the run folder Hydra made for it, unless it existed before this
+    process (``EXISTING_DIRS``) or holds more than Hydra's files and the job log ``log``."""
+    if record.dir.resolve() not in EXISTING_DIRS:
+        record.discard_if_fresh(log)
+
+
 def note_existing_dirs(argv: list[str]) -> None:
     for arg in argv:
         key, _, value = arg.partition("=")

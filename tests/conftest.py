@@ -7,6 +7,7 @@ import os
 import pickle
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import numpy as np
@@ -96,6 +97,15 @@ def preset(space: str, scale: str) -> dict:
 
     cfg = OmegaConf.load(ROOT / "experiments" / "conf" / "space" / f"{space}.yaml")
     return OmegaConf.to_container(cfg.presets[scale])
+
+
+def write_estimator_plugin(folder: Path, name: str, source: str, config: str) -> Path:
+    """An estimator defined outside the package, as docs/estimators.md lays it out: ``<name>.py``
+    (``source``) and ``conf/estimator/<name>.yaml`` (``config``) in ``folder``. Returns ``folder``."""
+    (folder / "conf" / "estimator").mkdir(parents=True)
+    (folder / f"{name}.py").write_text(textwrap.dedent(source))
+    (folder / "conf" / "estimator" / f"{name}.yaml").write_text(config)
+    return folder
 
 
 def write_cifar10(root: Path, per_batch: int = 20) -> None:

@@ -5,13 +5,12 @@ budget and seed at tiny scale; runs, bench rows and one report with a row per es
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import run_entry
+from conftest import run_entry, write_estimator_plugin
 
 ST_CONST = '''
 """Straight-through Gumbel with a constant temperature (GDAS's estimator without its schedule)."""
@@ -42,10 +41,7 @@ class STConst(Estimator):
 
 
 def write_plugin(folder: Path) -> Path:
-    (folder / "conf" / "estimator").mkdir(parents=True)
-    (folder / "st_const.py").write_text(textwrap.dedent(ST_CONST))
-    (folder / "conf" / "estimator" / "st_const.yaml").write_text("name: st_const\nmodule: st_const\ntau: 1.0\n")
-    return folder
+    return write_estimator_plugin(folder, "st_const", ST_CONST, "name: st_const\nmodule: st_const\ntau: 1.0\n")
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import json
 import math
 import statistics
 import sys
-import textwrap
 from pathlib import Path
 
 import pandas as pd
@@ -16,7 +15,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import ROOT, run_entry
+from conftest import ROOT, run_entry, write_estimator_plugin
 
 sys.path.insert(0, str(ROOT / "experiments"))
 
@@ -171,12 +170,8 @@ class FastBaseline(ReinforceEstimator):
 
 @pytest.mark.slow
 def test_the_lab_command_measures_an_outside_estimator_and_the_report_shows_it(tmp_path: Path) -> None:
-    plugin = tmp_path / "my_nas"
-    (plugin / "conf" / "estimator").mkdir(parents=True)
-    (plugin / "reinforce_fast.py").write_text(textwrap.dedent(PLUGIN))
-    (plugin / "conf" / "estimator" / "reinforce_fast.yaml").write_text(
-        "name: reinforce_fast\nmodule: reinforce_fast\nbaseline_decay: 0.5\n"
-    )
+    config = "name: reinforce_fast\nmodule: reinforce_fast\nbaseline_decay: 0.5\n"
+    plugin = write_estimator_plugin(tmp_path / "my_nas", "reinforce_fast", PLUGIN, config)
     out = tmp_path / "lab"
     proc = run_entry(
         "estimator_lab.py",

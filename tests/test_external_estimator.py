@@ -4,10 +4,9 @@ through ``hydra.searchpath`` and ``estimator.module``, runs a tiny search (docs/
 from __future__ import annotations
 
 import json
-import textwrap
 from pathlib import Path
 
-from conftest import run_entry
+from conftest import run_entry, write_estimator_plugin
 
 ESTIMATOR_FILE = '''
 """DSNAS with a moving-average baseline subtracted from each layer's credit (a variance-reduced
@@ -46,12 +45,8 @@ class DSNASWithBaseline(DSNASEstimator):
 
 
 def test_an_estimator_from_outside_the_package_runs_a_tiny_search(tmp_path: Path) -> None:
-    plugin = tmp_path / "my_nas"
-    (plugin / "conf" / "estimator").mkdir(parents=True)
-    (plugin / "dsnas_ema.py").write_text(textwrap.dedent(ESTIMATOR_FILE))
-    (plugin / "conf" / "estimator" / "dsnas_ema.yaml").write_text(
-        "# my estimator: DSNAS credit minus an EMA baseline\nname: dsnas_ema\nmodule: dsnas_ema\ndecay: 0.8\n"
-    )
+    config = "# my estimator: DSNAS credit minus an EMA baseline\nname: dsnas_ema\nmodule: dsnas_ema\ndecay: 0.8\n"
+    plugin = write_estimator_plugin(tmp_path / "my_nas", "dsnas_ema", ESTIMATOR_FILE, config)
     run_dir = tmp_path / "run"
     proc = run_entry(
         "run.py",
