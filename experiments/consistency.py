@@ -103,7 +103,8 @@ def noise_ceiling_of(rows: list[Row]) -> dict:
     """With two or more retrain seeds per architecture: Kendall tau between the first two seeds'
     accuracies (95% bootstrap interval over architectures), the tau no supernet can beat when
     scored against one seed; and the supernet's tau against each seed (its tau against the mean is
-    ``kendall_tau``). Nothing when the retrains have one seed (or came from ground truth)."""
+    ``kendall_tau``): retrained here with ``retrain_seeds`` >= 2, or read from a suite-built ground
+    truth with seed columns. Nothing when the accuracies have one seed (NAS-Bench-201's table)."""
     if not rows or any(r.retrain_accs is None or len(r.retrain_accs) < 2 for r in rows):
         return {}
     seeds = len(rows[0].retrain_accs)
@@ -189,6 +190,7 @@ def experiment(cfg: DictConfig) -> dict:
         if truth is not None and truth.has(text, ctx.data.name):
             source = "nb201" if ctx.data.name in DATASETS else "ground_truth"  # NAS-Bench-201's, or a suite-built table
             row.retrain_acc, row.retrain_source = truth.accuracy(text, ctx.data.name), source
+            row.retrain_accs = truth.seed_accuracies(text, ctx.data.name)  # a suite-built table's seeds
             row.gt_rank = truth.rank(text, ctx.data.name)
         elif text in reused:
             row.retrain_acc, row.retrain_source = reused[text], "reused"

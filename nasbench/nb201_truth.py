@@ -63,6 +63,7 @@ class NB201Truth:
         columns: dict[tuple[str, str], str],
         source: str,
         classes: pd.Series | None = None,
+        seeds: dict[tuple[str, str], pd.DataFrame] | None = None,
     ):
         self.source = source
         self._tables = tables
@@ -70,6 +71,8 @@ class NB201Truth:
         self._ranks: dict[tuple[str, str], pd.Series] = {}
         #: arch string -> its isomorphism class (the CSV's ``unique_str``), where the file has it
         self.classes = classes
+        #: per-seed accuracies (fractions; one column per seed) of a table the suite built
+        self._seeds = seeds or {}
 
     def _key(self, dataset: str, metric: str) -> tuple[str, str]:
         name = _ALIASES.get(dataset, dataset)
@@ -119,6 +122,15 @@ class NB201Truth:
         """The 200-epoch accuracy (mean over seeds) of ``arch_str`` as a fraction; metric "test" or "valid"."""
         key = self._key(dataset, metric)
         return float(self._lookup(self._tables[key], arch_str, key))
+
+    def seed_accuracies(self, arch_str: str, dataset: str, metric: str = "test") -> list[float] | None:
+        """Each seed's accuracy (fractions, seed order) of ``arch_str`` where the table has seed
+        columns (``<column>_seed<k>``, written by experiments/ground_truth.py); else None. Their
+        mean is :meth:`accuracy`; two or more give the consistency experiment its noise ceiling."""
+        frame = self._seeds.get(self._key(dataset, metric))
+        if frame is None or arch_str not in frame.index:
+            return None
+        return [float(v) for v in frame.loc[arch_str]]
 
     def rank(self, arch_str: str, dataset: str, metric: str = "test") -> int:
         """Rank of ``arch_str`` among all cells of the table, 1 = best; ties share the best rank (method "min")."""
@@ -171,7 +183,7 @@ def _load_csv(p: Path) -> NB201Truth:
         raise UserError(
             f"NAS-Bench-201 CSV {p} lists arch_str {arch[arch.duplicated()].iloc[0]!r} twice; expected each once"
         )
-    tables, columns = {}, {}
+    tables, columns, seeds = {}, {}, {}
     wanted = [(name, m, _CSV_COLUMN[m].format(prefix)) for name, prefix in DATASETS.items() for m in METRICS]
     wanted += [(name, "test", col) for name, col in built.items()]
     for name, metric, col in wanted:
@@ -189,10 +201,33 @@ def _load_csv(p: Path) -> NB201Truth:
             raise UserError(f"column {col} of {p} looks like fractions (max {values.max()}); expected percentages")
         tables[(name, metric)] = pd.Series(values.to_numpy() / 100.0, index=pd.Index(arch, name="arch_str"), name=col)
         columns[(name, metric)] = col
+        if name not in DATASETS:
+            found = _seed_columns(df, col, p)
+            if found is not None:
+                seeds[(name, metric)] = found.set_axis(pd.Index(arch, name="arch_str"))
     classes = None
     if "unique_str" in df.columns and df["unique_str"].notna().all():
         classes = pd.Series(df["unique_str"].astype(str).to_numpy(), index=pd.Index(arch, name="arch_str"))
-    return NB201Truth(tables, columns, f"csv:{p.resolve()}", classes)
+    return NB201Truth(tables, columns, f"csv:{p.resolve()}", classes, seeds)
+
+
+def _seed_columns(df: pd.DataFrame, col: str, p: Path) -> pd.DataFrame | None:
+    """The ``<col>_seed<k>`` columns of a suite-built table as fractions in seed order (None
+    where it has fewer than two); a seed column that is not a percentage is a one-line error."""
+    names = sorted(
+        (int(m["k"]), c) for c in df.columns if (m := re.fullmatch(re.escape(col) + r"_seed(?P<k>[0-9]+)", str(c)))
+    )
+    if len(names) < 2:
+        return None
+    frame = df[[c for _, c in names]].apply(pd.to_numeric, errors="coerce")
+    bad = frame.isna() | (frame < 0) | (frame > 100)
+    if bad.to_numpy().any():
+        row, k = (int(i[0]) for i in bad.to_numpy().nonzero())
+        raise UserError(
+            f"column {frame.columns[k]} of {p} has {df[frame.columns[k]].iloc[row]!r} on line {row + 2};"
+            " expected a number, a percentage from 0 to 100"
+        )
+    return frame / 100.0
 
 
 def suite_columns(columns) -> dict[str, str]:

@@ -4,6 +4,7 @@ SIGKILL in the middle, the resumed table, and the table read back as ``ground_tr
 from __future__ import annotations
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -12,6 +13,7 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from scipy.stats import kendalltau
 
 from conftest import ROOT, SHARED, run_entry
 
@@ -74,3 +76,39 @@ def test_the_builder_resumes_after_a_kill_and_its_table_loads_as_ground_truth(tm
     truth = table.set_index("arch_str")["fashion_mnist_test_acc_3"] / 100
     assert (sampled["retrain_source"] == "ground_truth").all()  # read, not retrained
     assert sampled["retrain_acc"].tolist() == truth.loc[sampled["arch"]].tolist()
+    # the table's seed columns give the noise ceiling with no retrain: tau between seed 0 and seed 1
+    per_seed = table.set_index("arch_str").loc[sampled["arch"]]
+    accs = [[float(a) for a in str(v).split(";")] for v in sampled["retrain_accs"]]
+    assert accs == (per_seed[seeds.columns] / 100).to_numpy().tolist()
+    result = json.loads((folder / "consistency.json").read_text())
+    expected = kendalltau(per_seed[seeds.columns[0]], per_seed[seeds.columns[1]]).statistic
+    assert result["retrain_seeds"] == 2
+    got = result["noise_ceiling_tau"]
+    assert (math.isnan(expected) and (got is None or math.isnan(got))) or abs(got - expected) < 1e-9
+
+
+def test_seed_columns_that_are_not_percentages_are_one_line_errors(tmp_path: Path) -> None:
+    from nasbench.errors import UserError
+    from nasbench.nb201_truth import load_ground_truth
+
+    arch = "|nor_conv_3x3~0|+|nor_conv_3x3~0|avg_pool_3x3~1|+|skip_connect~0|nor_conv_3x3~1|skip_connect~2|"
+    bad = tmp_path / "gt.csv"
+    pd.DataFrame(
+        {
+            "arch_str": [arch],
+            "fashion_mnist_test_acc_6": [50.0],
+            "fashion_mnist_test_acc_6_seed0": [50.0],
+            "fashion_mnist_test_acc_6_seed1": ["x"],
+        }
+    ).to_csv(bad, index=False)
+    try:
+        load_ground_truth(bad)
+    except UserError as exc:
+        assert "fashion_mnist_test_acc_6_seed1" in str(exc) and "line 2" in str(exc)
+    else:
+        raise AssertionError("a bad seed column loaded")
+    one = tmp_path / "one.csv"  # one seed column: no seeds to give
+    pd.DataFrame(
+        {"arch_str": [arch], "fashion_mnist_test_acc_6": [50.0], "fashion_mnist_test_acc_6_seed0": [50.0]}
+    ).to_csv(one, index=False)
+    assert load_ground_truth(one).seed_accuracies(arch, "fashion_mnist") is None
