@@ -11,8 +11,10 @@ The protocol of the README ("Does search-stage accuracy predict retrain accuracy
    ``supernet_from=<run folder>`` reuses the ``supernet.pt`` a run saved.
 2. ``n_archs`` distinct architectures sampled uniformly with ``sample_seed`` (the same seed gives
    every method the same architectures), or ``sampling=stratified``: one per ground-truth
-   accuracy quantile (NAS-Bench-201 only). With ``include_picked``, the method's own pick is
-   measured too, in a row of its own (``sampled`` false unless it was drawn anyway).
+   accuracy quantile (NAS-Bench-201 only), or ``sampling=table``: every architecture of the
+   ground truth (the sample of a table experiments/ground_truth.py built). With
+   ``include_picked``, the method's own pick is measured too, in a row of its own (``sampled``
+   false unless it was drawn anyway).
 3. Search-stage accuracy: the child with inherited supernet weights after BatchNorm
    recalibration on ``budget.bn_recal_batches`` training batches, on the test set (the same
    measurement as summary.json's ``search_acc``).
@@ -141,6 +143,8 @@ def experiment(cfg: DictConfig) -> dict:
     truth = truth_for(cfg, ctx)  # checked before the search: a bad table must not cost a search
     space = ctx.space
     archs = sample_archs(space, n_archs, int(cfg.sample_seed), str(cfg.sampling), truth, ctx.data.name)
+    if len(archs) < 3:
+        raise UserError(f"sampling={cfg.sampling} gives {len(archs)} architectures; a rank correlation needs 3")
     reused = reused_retrains(cfg.retrain_from, ctx, cfg) if truth is None else {}
     log.info("%s on %s: %d architectures -> %s", cfg.method.name, space.name, len(archs), record.dir)
     method = method_cls(ctx)

@@ -43,7 +43,7 @@ RETRAIN_KEYS = (
 )
 #: retrain keys added later, left out of a recipe at these values so older records still match
 RECIPE_DEFAULTS = {"lr_min": 0.0, "grad_clip": None}
-SAMPLINGS = ("uniform", "stratified", "unique", "binned")
+SAMPLINGS = ("uniform", "stratified", "unique", "binned", "table")
 COLUMNS = (
     "arch",
     "sampled",
@@ -107,12 +107,18 @@ def sample_archs(
     space: SearchSpace, n: int, seed: int, sampling: str, truth: NB201Truth | None, data: str
 ) -> list[Arch]:
     """``n`` distinct architectures fixed by ``seed``: uniform over the space, or one per
-    ground-truth accuracy quantile (``stratified``: the whole accuracy range, not its dense middle)."""
+    ground-truth accuracy quantile (``stratified``: the whole accuracy range, not its dense middle);
+    or, ignoring ``n``, NAS-Bench-201's published sets (``unique``, ``binned``) or every cell of
+    the ground truth (``table``: the sample of a table experiments/ground_truth.py built)."""
     if sampling not in SAMPLINGS:
         raise UserError(f"unknown sampling {sampling!r}; choose one of: {', '.join(SAMPLINGS)}")
     if n > space.size():
         raise UserError(f"n_archs={n}: the {space.name} space has only {space.size()} architectures")
     gen = torch.Generator().manual_seed(seed)
+    if sampling == "table":  # every cell of the ground truth: a suite-built table's whole sample
+        if truth is None:
+            raise UserError("sampling=table takes every architecture of the ground truth: give ground_truth=")
+        return [space.decode(str(a)) for a in truth.table(data).index]
     if sampling in ("unique", "binned"):
         return published_set(space, sampling, truth, data)
     if sampling == "stratified":

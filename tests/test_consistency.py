@@ -175,6 +175,7 @@ def test_the_report_reads_real_records(spos_run: Path, experiment: Path, tmp_pat
         (("space=shufflenet", "retrain_from=/nonexistent/run"), "no readable consistency.json"),
         (("space=shufflenet", "retrain_seeds=0"), "retrain_seeds=0: give 1, or 2 and more"),
         (("space=shufflenet", "sampling=binned"), "sampling=binned is a NAS-Bench-201 protocol"),
+        (("space=nb201", "sampling=table"), "sampling=table takes every architecture of the ground truth"),
     ],
 )
 def test_bad_input_is_one_line(args: tuple[str, ...], message: str, tmp_path: Path) -> None:

@@ -68,12 +68,13 @@ def test_the_builder_resumes_after_a_kill_and_its_table_loads_as_ground_truth(tm
     assert other.returncode == 2 and "another recipe" in other.stderr and "Traceback" not in other.stderr
 
     folder = tmp_path / "consistency"
-    args = ["method=spos", "space=nb201", "scale=tiny", "progress=false", "n_archs=3", "sampling=stratified"]
+    args = ["method=spos", "space=nb201", "scale=tiny", "progress=false", "sampling=table"]
     used = run_entry("consistency.py", *args, f"ground_truth={out / 'ground_truth.csv'}", f"hydra.run.dir={folder}")
     assert used.returncode == 0, used.stderr[-3000:]
     rows = pd.read_csv(folder / "consistency.csv", dtype={"arch": str})
     sampled = rows[rows["sampled"]]
     truth = table.set_index("arch_str")["fashion_mnist_test_acc_3"] / 100
+    assert sorted(sampled["arch"]) == sorted(table["arch_str"])  # sampling=table: the table's every row
     assert (sampled["retrain_source"] == "ground_truth").all()  # read, not retrained
     assert sampled["retrain_acc"].tolist() == truth.loc[sampled["arch"]].tolist()
     # the table's seed columns give the noise ceiling with no retrain: tau between seed 0 and seed 1
