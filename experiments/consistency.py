@@ -72,12 +72,19 @@ def searched_supernet(cfg: DictConfig, method: Method, ctx: RunContext) -> tuple
         return outcome.supernet, outcome.arch, "searched in this run (the method's counted search phases)"
     folder = Path(str(cfg.supernet_from)).expanduser()
     state = RunRecord.peek(folder).load_supernet()
-    expected = {"method": cfg.method.name, "space": ctx.space.name, "data": ctx.data.name, "budget": ctx.budget["name"]}
+    expected = {
+        "method": cfg.method.name,
+        "space": ctx.space.name,
+        "data": ctx.data.name,
+        "budget": ctx.budget["name"],
+        "search_epochs": ctx.budget.get("search_epochs"),  # recorded as the supernet's length: must be its own
+    }
     for key, value in expected.items():
         if key in state and state[key] != value:
+            option = f"budget.{key}" if key == "search_epochs" else key
             raise UserError(
                 f"supernet_from={folder} holds a {key}={state[key]} supernet, but this run has {key}={value};"
-                f" pass {key}={state[key]} or another folder"
+                f" pass {option}={state[key]} or another folder"
             )
     supernet = ctx.space.build_supernet(one_stage=method.one_stage)
     try:

@@ -104,6 +104,7 @@ class Method:
             "space": self.ctx.space.name,
             "data": self.ctx.data.name,
             "budget": self.ctx.budget.get("name"),
+            "search_epochs": self.ctx.budget.get("search_epochs"),  # the supernet's training length
             "arch": self.ctx.space.encode(outcome.arch),
             "alpha": None if outcome.alpha is None else outcome.alpha.alpha.detach().cpu(),
             "fixed": {} if outcome.alpha is None else dict(outcome.alpha.fixed),

@@ -190,6 +190,14 @@ def test_another_methods_supernet_is_refused(spos_run: Path, tmp_path: Path) -> 
     assert done.returncode == 2 and "holds a method=spos supernet" in done.stderr
 
 
+def test_a_supernet_of_another_search_length_is_refused(spos_run: Path, tmp_path: Path) -> None:
+    """tau against search epochs reads the length from the consistency record: it must be the supernet's."""
+    args = ("method=spos", "space=shufflenet", *TINY, f"supernet_from={spos_run}", f"hydra.run.dir={tmp_path}")
+    done = run_entry("consistency.py", *args, "budget.search_epochs=7")
+    assert done.returncode == 2 and "holds a search_epochs=" in done.stderr, done.stderr[-2000:]
+    assert "pass budget.search_epochs=" in done.stderr and "Traceback" not in done.stderr
+
+
 def test_a_damaged_supernet_checkpoint_is_one_line(spos_run: Path, tmp_path: Path) -> None:
     from nasbench.errors import UserError
     from nasbench.records import RunRecord
