@@ -8,7 +8,9 @@
 - ``device_hours``: search, finetune and retrain device-hours stacked per method (Table 3 as bars);
 - ``front``: final accuracy against the deployed network's MACs, every run (a DSO-NAS gamma sweep
   is a line of points: its accuracy-MACs front);
-- ``sparsity``: the network a sparse method (DSO-NAS) would keep, per pretrain/search epoch.
+- ``sparsity``: the network a sparse method (DSO-NAS) would keep, per pretrain/search epoch;
+- ``tau_epochs``: Kendall tau against the supernet's search epochs per method, against the noise
+  ceiling and the parameter-count tau where the experiments share them.
 """
 
 from __future__ import annotations
@@ -224,6 +226,7 @@ def tau_epochs_figure(correlation: pd.DataFrame) -> plt.Figure:
         ax.errorbar(
             df["search_epochs"], df["kendall_tau"], yerr=[lo, hi], marker="o", capsize=3, label=f"{method} @ {space}"
         )
+    _reference_lines(ax, correlation)
     ax.set(xlabel="supernet search epochs", ylabel="Kendall tau (search vs retrain)")
     ax.set_title(f"Ranking against supernet training\n{context(correlation)}", fontsize=9)
     ax.axhline(0, color="grey", lw=0.6)
@@ -231,3 +234,20 @@ def tau_epochs_figure(correlation: pd.DataFrame) -> plt.Figure:
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
+
+
+def _reference_lines(ax: plt.Axes, correlation: pd.DataFrame) -> None:
+    """The bars a supernet's tau is read against, where every experiment of the figure shares
+    them (one set of architectures and one ground truth): the noise ceiling (tau between two
+    retrain seeds, with its interval, as a band) and the tau of the parameter count alone."""
+    for column, label, style in (
+        ("noise_ceiling_tau", "noise ceiling (retrain seed vs seed)", {"color": "black", "ls": "-"}),
+        ("params_tau", "parameter count alone", {"color": "dimgrey", "ls": "--"}),
+    ):
+        values = correlation[column].dropna().round(6).unique() if column in correlation.columns else []
+        if len(values) != 1:
+            continue
+        ax.axhline(values[0], lw=1, label=f"{label}: {values[0]:.2f}", **style)
+        lo, hi = f"{column}_lo", f"{column}_hi"
+        if lo in correlation.columns and correlation[lo].notna().any():
+            ax.axhspan(correlation[lo].dropna().iloc[0], correlation[hi].dropna().iloc[0], color="grey", alpha=0.15)

@@ -242,3 +242,36 @@ def test_the_report_draws_tau_against_supernet_epochs(tmp_path: Path) -> None:
     assert corr.loc[2, "kendall_tau"] == pytest.approx(-1.0) and corr.loc[8, "kendall_tau"] == pytest.approx(1.0)
     assert (tmp_path / "report" / "figures" / "tau_epochs.png").stat().st_size > 1000
     assert "Tau against supernet training" in (tmp_path / "report" / "report.md").read_text()
+
+
+def test_the_tau_epochs_figure_draws_the_shared_noise_ceiling_and_parameter_bar() -> None:
+    """One ground truth for every experiment: the ceiling and the parameter-count tau are drawn
+    (labelled with their values); experiments on different sets: neither, since no one bar fits."""
+    from analysis.figures import tau_epochs_figure
+
+    rows = [
+        {
+            "method": m,
+            "estimator": m,
+            "space": "nb201",
+            "data": "d",
+            "budget_name": "cpu",
+            "seed": 0,
+            "search_epochs": e,
+            "kendall_tau": t,
+            "kendall_tau_lo": t - 0.1,
+            "kendall_tau_hi": t + 0.1,
+            "params_tau": 0.69,
+            "noise_ceiling_tau": 0.73,
+            "noise_ceiling_tau_lo": 0.66,
+            "noise_ceiling_tau_hi": 0.79,
+        }
+        for m, e, t in (("spos", 2, 0.0), ("spos", 8, 0.3), ("dsnas", 2, -0.3))
+    ]
+    shared = pd.DataFrame(rows)
+    labels = tau_epochs_figure(shared).axes[0].get_legend_handles_labels()[1]
+    assert "noise ceiling (retrain seed vs seed): 0.73" in labels and "parameter count alone: 0.69" in labels
+    apart = shared.assign(noise_ceiling_tau=[0.73, 0.5, 0.6], params_tau=[0.69, 0.6, 0.6])
+    labels = tau_epochs_figure(apart).axes[0].get_legend_handles_labels()[1]
+    assert not any("noise ceiling" in x or "parameter count" in x for x in labels)
+    assert sorted(labels) == ["dsnas @ nb201", "spos @ nb201"]
