@@ -57,6 +57,7 @@ from nasbench.errors import UserError
 from nasbench.evaluate import accuracy
 from nasbench.flops import count_macs, count_params
 from nasbench.nb201_truth import DATASETS
+from nasbench.provenance import provenance
 from nasbench.records import RunRecord, atomic_write_json
 from nasbench.spaces.base import Arch
 from nasbench.supernet import Supernet
@@ -154,6 +155,7 @@ def experiment(cfg: DictConfig) -> dict:
         raise UserError(f"sampling={cfg.sampling} gives {len(archs)} architectures; a rank correlation needs 3")
     reused = reused_retrains(cfg.retrain_from, ctx, cfg) if truth is None else {}
     log.info("%s on %s: %d architectures -> %s", cfg.method.name, space.name, len(archs), record.dir)
+    started_from = provenance(ctx.device)  # the code that starts the experiment (as run.py records it)
     method = method_cls(ctx)
     supernet, picked, supernet_source = searched_supernet(cfg, method, ctx)
     rows = [Row(arch=a, sampled=True, picked=a == picked) for a in archs]
@@ -190,6 +192,7 @@ def experiment(cfg: DictConfig) -> dict:
         "budget": ctx.budget,
         "protocol": protocol,
         "picked_arch": space.encode(picked),
+        "provenance": started_from,
     }
     for i, row in enumerate(rows):
         text = space.encode(row.arch)

@@ -48,6 +48,9 @@ def test_the_run_record_holds_the_supernet_and_the_experiment_measures_what_summ
     rows = table(experiment)
     assert result["status"] == "complete" and result["picked_arch"] == summary["arch"]
     assert result["protocol"]["supernet"] == f"loaded from {spos_run}"
+    # which code made it, as summary.json says (a commit when run from a clone)
+    assert result["provenance"]["git_commit"] == summary["provenance"]["git_commit"]
+    assert result["provenance"]["threads"] == summary["provenance"]["threads"]
     assert result["protocol"]["retrain_recipe"]["retrain_epochs"] == 3  # the tiny budget's
     assert int(rows["sampled"].sum()) == 3 and len(set(rows["arch"])) == len(rows)
     picked = rows[rows["picked"]].iloc[0]
