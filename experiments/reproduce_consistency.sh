@@ -7,15 +7,16 @@
 #
 # 1. a ground-truth table: 100 NAS-Bench-201 cells (one per quantile of NAS-Bench-201's CIFAR-10
 #    accuracy), each trained stand-alone twice (the cpu retrain recipe, 6 epochs, Fashion-MNIST),
-#    two jobs at once. About 3 hours here; it resumes where a kill left it. GT=<table> skips it
+#    two jobs at once. 5.1 retrain-hours, about 2 h 40 min here (2026-12-05); it resumes where a
+#    kill left it. GT=<table> skips it
 #    and reads that table (the one shipped under docs/ground_truth/ was made by this step).
 # 2. SPOS's and DSNAS's supernets after 2, 4 and 8 search epochs, every cell of the table scored
 #    with inherited weights: tau (and its interval), the noise ceiling from the table's two seeds,
-#    P@top-5%, BR@0.5% and the parameter-count tau. About 1 hour.
+#    P@top-5%, BR@0.5% and the parameter-count tau. 36 minutes here (2026-12-07).
 # 3. the cost claim at equal compute (ShuffleNet space, the main command's budget): DSNAS and the
 #    cheap two-stage methods at the default 6 retrain epochs, then each two-stage method again with
-#    the retrain epochs at which its total device-hours equal DSNAS's. About 1 hour; run it on a
-#    quiet machine, the device-hours are wall time.
+#    the retrain epochs at which its total device-hours equal DSNAS's. 56 minutes here
+#    (2026-12-07); run it on a quiet machine, the device-hours are wall time.
 # 4. the report (tables and figures) of everything.
 set -euo pipefail
 OUT=${1:-outputs/consistency_evidence}
