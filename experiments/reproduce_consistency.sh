@@ -17,7 +17,9 @@
 #    cheap two-stage methods at the default 6 retrain epochs, then each two-stage method again with
 #    the retrain epochs at which its total device-hours equal DSNAS's. 56 minutes here
 #    (2026-12-07); run it on a quiet machine, the device-hours are wall time.
-# 4. the report (tables and figures) of everything.
+# 4. DSNAS and SPOS at DSNAS's total again with seeds 1 and 2: DSNAS's run-to-run noise. About 30
+#    minutes here (2026-12-07).
+# 5. the report (tables and figures) of everything.
 set -euo pipefail
 OUT=${1:-outputs/consistency_evidence}
 PY=${PYTHON:-.venv/bin/python}
@@ -48,6 +50,9 @@ for method in dsnas spos proxyless gdas; do
     [ -f "$OUT/cost/$method/summary.json" ] && continue
     $PY experiments/run.py method=$method space=shufflenet progress=false hydra.run.dir="$OUT/cost/$method"
 done
+# the matched epochs are decided once, from the default runs alone (a later report also holds the
+# matched and seed runs, and labels every row by its retrain epochs)
+if [ ! -s "$OUT/cost/matched.txt" ]; then
 $PY analysis/report.py "$OUT/cost" --out "$OUT/cost/report" >/dev/null
 # the report's savings table: each two-stage method's retrain epochs at DSNAS's total (nearest, >= 1)
 $PY - "$OUT/cost/report/savings.csv" >"$OUT/cost/matched.txt" <<'EOF'
@@ -60,6 +65,7 @@ for _, row in savings[savings["one_stage"].str.startswith("dsnas")].iterrows():
     if "[" not in row["two_stage"]:  # a default run, not an earlier matched one
         print(row["two_stage"].split(" / ")[0], max(1, round(row["retrain_epochs_at_equal_cost"])))
 EOF
+fi
 while read -r method epochs; do
     folder="$OUT/cost/${method}_matched"
     [ -f "$folder/summary.json" ] && continue
@@ -67,5 +73,14 @@ while read -r method epochs; do
         hydra.run.dir="$folder"
 done <"$OUT/cost/matched.txt"
 
-# 4. tables and figures
+# 4. more seeds of DSNAS and of SPOS at DSNAS's total device-hours
+spos_epochs=$(awk '$1 == "spos" {print $2}' "$OUT/cost/matched.txt")
+for seed in 1 2; do
+    [ -f "$OUT/cost/dsnas_s$seed/summary.json" ] || $PY experiments/run.py method=dsnas space=shufflenet \
+        seed=$seed progress=false hydra.run.dir="$OUT/cost/dsnas_s$seed"
+    [ -f "$OUT/cost/spos_matched_s$seed/summary.json" ] || $PY experiments/run.py method=spos space=shufflenet \
+        seed=$seed budget.retrain_epochs="$spos_epochs" progress=false hydra.run.dir="$OUT/cost/spos_matched_s$seed"
+done
+
+# 5. tables and figures
 $PY analysis/report.py "$OUT" --out "$OUT/report"
