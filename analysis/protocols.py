@@ -1,6 +1,6 @@
-"""The published NAS-Bench-201 ranking protocols and the measures they report beside tau
-(../shared/docs/methods.md, "Correlation protocol"). Pure pandas/numpy on the benchmark's table
-(``nb201_accuracies.csv``'s columns), so that they can be checked against the shared table.
+"""The published NAS-Bench-201 ranking protocols and the measures they report beside tau. Pure
+pandas/numpy on the benchmark's table (the columns of nasbench/tables/nb201_accuracies.csv.gz), so
+that they can be checked against the shipped table.
 
 - :func:`unique_cells`: one cell per isomorphism class (the table's ``unique_str``; Ning et al.,
   NeurIPS 2021, rank all 6,466 of them);

@@ -2,7 +2,7 @@
 
     python experiments/consistency.py method=spos space=shufflenet n_archs=20
     python experiments/consistency.py method=dsnas space=shufflenet n_archs=20 retrain_from=<spos folder>
-    python experiments/consistency.py method=darts space=nb201 data=cifar10 ground_truth=<nb201 table or file>
+    python experiments/consistency.py method=darts space=nb201 data=cifar10   # NAS-Bench-201's shipped table
 
 The protocol of the README ("Does search-stage accuracy predict retrain accuracy?"), each choice recorded in
 ``consistency.json`` beside the per-architecture table ``consistency.csv``:
@@ -21,8 +21,9 @@ The protocol of the README ("Does search-stage accuracy predict retrain accuracy
 4. Retrain accuracy: stand-alone training from scratch with the shared retrain recipe
    (``budget.retrain_epochs``; model init seeded by seed and architecture, so a retrain does not
    depend on the order or on the method), or NAS-Bench-201's 200-epoch test accuracy
-   (``ground_truth=``, space=nb201 and a NAS-Bench-201 data set). ``retrain_from=`` reuses the
-   retrains of another consistency folder made under the same recipe.
+   (space=nb201 on a NAS-Bench-201 data set: the table shipped in nasbench/tables/, or another
+   with ``ground_truth=``). ``retrain_from=`` reuses the retrains of another consistency folder
+   made under the same recipe.
 
 Correlations, intervals and figures come from ``python analysis/report.py <folder>``.
 """
@@ -46,6 +47,7 @@ from consistency_parts import (
     retrain_recipe,
     reused_retrains,
     sample_archs,
+    truth_file,
     truth_for,
     write_table,
 )
@@ -142,7 +144,7 @@ def experiment(cfg: DictConfig) -> dict:
     if n_archs < 3:
         raise UserError(f"n_archs={n_archs}: a rank correlation needs at least 3 architectures")
     seeds = int(cfg.retrain_seeds)
-    if seeds < 1 or (seeds > 1 and (cfg.ground_truth or cfg.retrain_from)):
+    if seeds < 1 or (seeds > 1 and (truth_file(cfg) or cfg.retrain_from)):
         raise UserError(
             f"retrain_seeds={seeds}: give 1, or 2 and more to retrain each architecture with that many seeds"
             " (the noise ceiling), without ground_truth or retrain_from (whose accuracies have one seed here)"

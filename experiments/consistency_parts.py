@@ -18,7 +18,7 @@ from omegaconf import DictConfig
 from analysis.protocols import binned_sample, unique_cells
 from nasbench.context import RunContext
 from nasbench.errors import UserError
-from nasbench.nb201_truth import DATASETS, NB201Truth, load_ground_truth
+from nasbench.nb201_truth import DATASETS, NB201Truth, ground_truth_path, load_ground_truth
 from nasbench.records import atomic_write
 from nasbench.spaces.base import Arch, SearchSpace
 
@@ -78,13 +78,20 @@ class Row:
     retrain_accs: list[float] | None = None
 
 
+def truth_file(cfg: DictConfig) -> Path | None:
+    """The ground-truth file of this run: ``ground_truth=auto`` (the default) is NAS-Bench-201's
+    shipped table for space=nb201 on its data sets and none (retrain) elsewhere; null is none."""
+    return ground_truth_path(cfg.ground_truth, str(cfg.space.name), str(cfg.data.name))
+
+
 def truth_for(cfg: DictConfig, ctx: RunContext) -> NB201Truth | None:
     """The ground truth ``ground_truth=`` names, when it has this run's data set: NAS-Bench-201's
-    table (space=nb201, its data sets), or a table the suite built for this space and data set
-    (experiments/ground_truth.py)."""
-    if not cfg.ground_truth:
+    table (space=nb201, its data sets; the shipped one by default), or a table the suite built for
+    this space and data set (experiments/ground_truth.py)."""
+    path = truth_file(cfg)
+    if path is None:
         return None
-    truth = load_ground_truth(Path(str(cfg.ground_truth)).expanduser())
+    truth = load_ground_truth(path)
     if ctx.data.name in truth.datasets() and (ctx.space.name == "nb201" or ctx.data.name not in DATASETS):
         return truth
     if ctx.space.name != "nb201":
@@ -142,7 +149,7 @@ def published_set(space: SearchSpace, sampling: str, truth: NB201Truth | None, d
     if truth is None or truth.classes is None:
         raise UserError(
             f"sampling={sampling} is a NAS-Bench-201 protocol: give ground_truth= a table with a unique_str column"
-            " (../shared/data/nasbench201/nb201_accuracies.csv)"
+            " (space=nb201 on cifar10, cifar100 or imagenet16 reads the shipped one by default)"
         )
     accuracy = truth.table(data)
     frame = pd.DataFrame({"arch_str": accuracy.index, "acc": accuracy.to_numpy()})

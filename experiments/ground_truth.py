@@ -6,11 +6,12 @@
         ground_truth=outputs/ground_truth/nb201_fashion_mnist_cpu/ground_truth.csv
 
 ``n_archs`` architectures (``sampling``: uniform, or stratified/unique/binned over the ground
-truth ``stratify_by`` names, e.g. NAS-Bench-201's CIFAR-10 table, so that the sample spans the
-accuracy range) are trained stand-alone with the shared retrain recipe, each with ``seeds``
-seeds (experiments/consistency.py's replicas: replica 0 is the retrain every consistency run
-makes). The table is in the format of ``nb201_accuracies.csv``: ``index, arch_str, unique_str``,
-the mean test accuracy in percent as ``<data>_test_acc_<retrain epochs>``, one
+truth ``stratify_by`` names: by default, for space=nb201, NAS-Bench-201's CIFAR-10 accuracies in
+the table shipped in nasbench/tables/, so that the sample spans the accuracy range) are trained
+stand-alone with the shared retrain recipe, each with ``seeds`` seeds
+(experiments/consistency.py's replicas: replica 0 is the retrain every consistency run makes).
+The table is in the format of ``nb201_accuracies.csv``: ``index, arch_str, unique_str``, the mean
+test accuracy in percent as ``<data>_test_acc_<retrain epochs>``, one
 ``..._seed<k>`` column per seed, ``params``, ``retrain_wall_s``. It loads as ``ground_truth=``
 for that space and data set.
 
@@ -39,7 +40,7 @@ from consistency import retrain_accuracy
 from consistency_parts import SAMPLINGS, retrain_recipe, sample_archs
 from nasbench.errors import UserError
 from nasbench.flops import count_params
-from nasbench.nb201_truth import load_ground_truth
+from nasbench.nb201_truth import ground_truth_path, load_ground_truth
 from nasbench.records import RunRecord, atomic_write, atomic_write_json
 from run import prepare
 
@@ -85,7 +86,8 @@ def build(cfg: DictConfig) -> Path:
     record = RunRecord(HydraConfig.get().runtime.output_dir)
     _, ctx = prepare(cfg, record)
     space, data = ctx.space, ctx.data.name
-    truth = load_ground_truth(Path(str(cfg.stratify_by)).expanduser()) if cfg.stratify_by else None
+    table = ground_truth_path(cfg.stratify_by, space.name)  # auto: NAS-Bench-201's shipped table for nb201
+    truth = load_ground_truth(table) if table else None
     archs = sample_archs(space, n, int(cfg.sample_seed), str(cfg.sampling), truth, str(cfg.stratify_data))
     texts = [space.encode(a) for a in archs]
     epochs = int(ctx.budget["retrain_epochs"])
@@ -99,7 +101,7 @@ def build(cfg: DictConfig) -> Path:
             "n_archs": len(archs),
             "sampling": str(cfg.sampling),
             "sample_seed": int(cfg.sample_seed),
-            "stratify_by": str(cfg.stratify_by) if cfg.stratify_by else None,
+            "stratify_by": str(cfg.stratify_by) if table else None,  # as given (auto, or a path)
             "seeds": seeds,
             "checksum": zlib.crc32("\n".join(texts).encode()),
         },

@@ -1,6 +1,6 @@
 """NAS-Bench-201's zero-training baselines on a ground-truth table (methods/table_baselines.py).
 
-    python experiments/nb201_baselines.py ground_truth=../shared/data/nasbench201/nb201_accuracies.csv
+    python experiments/nb201_baselines.py                     # NAS-Bench-201's table shipped in nasbench/tables/
     python experiments/nb201_baselines.py ground_truth=NAS-Bench-201-v1_1-096897.pth dataset=cifar100 seeds=100
 
 Runs each algorithm (``algos``: rea, reinforce, random) ``seeds`` times with ``queries`` table
@@ -26,7 +26,7 @@ import cli
 from methods.table_baselines import ALGORITHMS
 from nasbench.data import input_spec
 from nasbench.errors import UserError, unknown_choice
-from nasbench.nb201_truth import DATASETS, load_ground_truth
+from nasbench.nb201_truth import DATASETS, ground_truth_path, load_ground_truth
 from nasbench.records import atomic_write, atomic_write_json
 from nasbench.spaces import SPACES
 
@@ -41,8 +41,8 @@ def nb201_space():
 
 
 def check(cfg: DictConfig) -> None:
-    if not cfg.ground_truth:
-        raise UserError("give ground_truth=<nb201_accuracies.csv or an official NAS-Bench-201 .pth file>")
+    if ground_truth_path(cfg.ground_truth, "nb201") is None:
+        raise UserError("give ground_truth=auto (the shipped table), a NAS-Bench-201 CSV or an official .pth file")
     if cfg.dataset not in DATASETS:
         raise unknown_choice("dataset", cfg.dataset, DATASETS)
     for algo in cfg.algos:
@@ -54,7 +54,7 @@ def check(cfg: DictConfig) -> None:
 
 def baselines(cfg: DictConfig) -> pd.DataFrame:
     check(cfg)
-    truth = load_ground_truth(cfg.ground_truth)
+    truth = load_ground_truth(ground_truth_path(cfg.ground_truth, "nb201"))
     space, data = nb201_space(), str(cfg.dataset)
     rewards = truth.table(data, "valid12")
     truth.table(data, "test")  # both columns must be there before anything runs

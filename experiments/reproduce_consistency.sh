@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The evidence of docs/reproduction.md (issue 20) on a 2-core CPU machine, from the repository root
+# The evidence of docs/reproduction.md on a 2-core CPU machine, from the repository root
 # after `bash experiments/setup.sh`:
 #
 #   bash experiments/reproduce_consistency.sh [output folder, default outputs/consistency_evidence]
@@ -23,13 +23,11 @@
 set -euo pipefail
 OUT=${1:-outputs/consistency_evidence}
 PY=${PYTHON:-.venv/bin/python}
-NB201=../shared/data/nasbench201/nb201_accuracies.csv
-[ -f "$NB201" ] || NB201=${NB201_CSV:?set NB201_CSV to NAS-Bench-201\'s nb201_accuracies.csv (stratifies the sample)}
 
 # 1. ground truth
 if [ -z "${GT:-}" ]; then
     $PY experiments/ground_truth.py -m space=nb201 data=fashion_mnist scale=cpu n_archs=100 seeds=2 \
-        sampling=stratified stratify_by="$NB201" jobs=2 job=0,1 threads=1 progress=false \
+        sampling=stratified jobs=2 job=0,1 threads=1 progress=false \
         hydra/launcher=joblib hydra.launcher.n_jobs=2 out="$OUT/ground_truth"
     GT="$OUT/ground_truth/ground_truth.csv"
 fi

@@ -1,8 +1,9 @@
 """EnTranNAS: engine cells search, transit cells carry the derived sub-graph (Yang et al.,
 "Towards Improving the Consistency, Efficiency, and Flexibility of Differentiable Neural
-Architecture Search", CVPR 2021, arXiv 2101.11342). No official code exists: the reading is
-../shared/docs/methods.md ("EnTranNAS"), its assumptions [A] labelled in the estimator
-(methods/estimators/entrannas.py) and in experiments/conf/method/entrannas.yaml.
+Architecture Search", CVPR 2021, arXiv 2101.11342). No official code exists: the reading is a
+survey's account (Heuillet et al., arXiv 2304.05405, Sec. 4.1; docs/fidelity.md, "EnTranNAS"),
+its assumptions [A] labelled in the estimator (methods/estimators/entrannas.py) and in
+experiments/conf/method/entrannas.yaml.
 
 DARTS's first-order bilevel search [A: DARTS's recipe and alpha optimizer] on the DARTS cell
 space, with three differences:

@@ -3,9 +3,10 @@ Efficiency, and Flexibility of Differentiable Neural Architecture Search", CVPR 
 2101.11342): the weights an engine cell uses in place of DARTS's softmax, and the derived
 sub-graph, which is their support.
 
-No official code exists. What is below follows ../shared/docs/methods.md ("EnTranNAS"), read
-from a survey (Heuillet et al., Sec. 4.1) because the paper's body could not be read here; the
-items marked [A] there are assumptions and stay labelled as such:
+No official code exists, and the paper's body could not be read here. What is below follows a
+survey's account of it (Heuillet et al., "Efficient Automation of Neural Network Design: A Survey
+on Differentiable Neural Architecture Search", ACM Computing Surveys 2024, arXiv 2304.05405,
+Sec. 4.1); items marked [A] are assumptions of this reading (docs/fidelity.md, "EnTranNAS"):
 
 - per intermediate node j a learnable beta_j and a threshold t_j = sigmoid(beta_j)
   (beta initialised at 0, t = 0.5 [A]);

@@ -33,7 +33,7 @@ def load_deployed(record: RunRecord, device: torch.device) -> nn.Module:
     """The deployed model as a user loads it: child.pt2 read back from the run folder and moved to
     ``device``. Its tensors are its own: the in-memory exported program shares its parameters
     with the module it was exported from, and moving those to a GPU moved the exported copy's
-    too (the crash of issue 13, point 1)."""
+    too (a crash seen on a GPU: the exported copy's weights had left the CPU)."""
     return torch.export.load(str(record.dir / "child.pt2")).module().to(device)
 
 

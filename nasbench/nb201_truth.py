@@ -21,7 +21,10 @@ from nasbench.errors import UserError, unknown_choice
 DATASETS: dict[str, str] = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet16": "imagenet16"}
 OFFICIAL_NAMES: dict[str, str] = {"cifar10": "cifar10", "cifar100": "cifar100", "imagenet16": "ImageNet16-120"}
 METRICS = ("test", "valid", "valid12")
-CSV_SUFFIXES = (".csv",)
+CSV_SUFFIXES = (".csv", ".csv.gz")
+#: NAS-Bench-201's accuracies of all 15,625 cells, shipped with the package (its README gives the
+#: columns, provenance, checksums and licences); the default ground truth of space=nb201
+SHIPPED_TABLE = Path(__file__).resolve().parent / "tables" / "nb201_accuracies.csv.gz"
 TORCH_SUFFIXES = (".pth", ".pt", ".pickle", ".pkl")
 _ALIASES = {official: ours for ours, official in OFFICIAL_NAMES.items()}
 _CSV_COLUMN = {"test": "{}_test_acc_200", "valid": "{}_valid_acc_200", "valid12": "{}_valid_acc_12"}
@@ -140,20 +143,35 @@ class NB201Truth:
         return int(self._lookup(self._ranks[key], arch_str, key))
 
 
-def load_ground_truth(path: str | Path) -> NB201Truth:
-    """Load ``nb201_accuracies.csv`` (.csv) or an official NAS-Bench-201 file (.pth/.pt/.pickle/.pkl).
+def ground_truth_path(value: object, space: str, data: str | None = None) -> Path | None:
+    """The file a ``ground_truth=`` (or ``stratify_by=``) value names. ``auto``: the shipped
+    NAS-Bench-201 table (:data:`SHIPPED_TABLE`) for space=nb201, on one of its data sets where
+    ``data`` is given, and None (no table: retrain) elsewhere; null or empty: None; anything else
+    is a path to a table or an official benchmark file."""
+    if value is None or str(value) == "":
+        return None
+    if str(value) == "auto":
+        return SHIPPED_TABLE if space == "nb201" and (data is None or data in DATASETS) else None
+    return Path(str(value)).expanduser()
 
-    The CSV layout is described in shared/data/nasbench201/README.md: ``arch_str`` plus ``<p>_test_acc_200``
+
+def load_ground_truth(path: str | Path = SHIPPED_TABLE) -> NB201Truth:
+    """Load a table like the shipped one (.csv, or gzipped .csv.gz; :data:`SHIPPED_TABLE` by default) or an
+    official NAS-Bench-201 file (.pth/.pt/.pickle/.pkl).
+
+    The CSV layout is the shipped table's (nasbench/tables/README.md): ``arch_str`` plus ``<p>_test_acc_200``
     (and optionally ``<p>_valid_acc_200``) columns in percent for p in cifar10, cifar100, imagenet16; it may hold a
     subset of the cells and data sets. An official file is read with ``nas_201_api.NASBench201API``.
     """
     p = Path(path).expanduser()
-    expected = "a .csv like nb201_accuracies.csv or an official NAS-Bench-201 file (.pth, .pt, .pickle, .pkl)"
+    expected = (
+        "a .csv (or .csv.gz) like nb201_accuracies.csv or an official NAS-Bench-201 file (.pth, .pt, .pickle, .pkl)"
+    )
     if not p.exists():
         raise UserError(f"NAS-Bench-201 ground-truth file {p} does not exist; expected {expected}")
     if p.is_dir():
         raise UserError(f"NAS-Bench-201 ground truth {p} is a directory; expected a file: {expected}")
-    suffix = p.suffix.lower()
+    suffix = ".csv.gz" if p.name.lower().endswith(".csv.gz") else p.suffix.lower()
     if suffix in CSV_SUFFIXES:
         return _load_csv(p)
     if suffix in TORCH_SUFFIXES:
@@ -174,7 +192,7 @@ def _load_csv(p: Path) -> NB201Truth:
     if missing:
         raise UserError(
             f"NAS-Bench-201 CSV {p} lacks required columns: {'; '.join(missing)} "
-            "(accuracies in percent, see shared/data/nasbench201/README.md)"
+            "(accuracies in percent, as in the shipped nasbench/tables/nb201_accuracies.csv.gz)"
         )
     arch = df["arch_str"]
     if arch.isna().any():

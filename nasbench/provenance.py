@@ -1,4 +1,4 @@
-"""Where and with what a run was made, for summary.json (issue 14, point 5).
+"""Where and with what a run was made, for summary.json.
 
 A run's numbers depend on more than its configuration: the same seed gave another architecture
 with 1 torch thread than with 2 on the same CPU (float sums reduce in another order), and other

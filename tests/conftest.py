@@ -14,8 +14,13 @@ import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 sys.path.insert(0, str(ROOT))
+if int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1")) > 1:
+    # pytest-xdist workers share the cores: one torch thread each, in this process and in every
+    # command it starts (two 2-thread torch processes on 2 cores run about 10x slower)
+    os.environ["OMP_NUM_THREADS"] = "1"
+
+from entry_process import run_script  # noqa: E402
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -34,19 +39,25 @@ def pytest_configure(config: pytest.Config) -> None:
         importlib.import_module(module)
 
 
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """For pytest-xdist's ``--dist loadgroup`` (pyproject.toml): the tests that share a
+    module-scoped fixture (a run they all read) form one group, run by one worker, so that the
+    fixture is made once; and the ``slow`` tests are handed out first, so that no worker is left
+    with a minutes-long test at the end. Without xdist the order changes and nothing else."""
+    for item in items:
+        fixtures = getattr(item, "_fixtureinfo", None)
+        if fixtures and any(defs[-1].scope == "module" for defs in fixtures.name2fixturedefs.values()):
+            item.add_marker(pytest.mark.xdist_group(item.module.__name__))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 def run_entry(
     script: str, *args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None
 ) -> subprocess.CompletedProcess:
-    """Run ``python experiments/<script> args...`` as a user would, capturing its output."""
-    full_env = {**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})}
-    return subprocess.run(
-        [sys.executable, str(ROOT / "experiments" / script), *args],
-        cwd=cwd or ROOT,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=full_env,
-    )
+    """Run ``python experiments/<script> args...`` as a user would, in a process of its own,
+    capturing its output (tests/entry_process.py)."""
+    return run_script(ROOT / "experiments" / script, *args, cwd=cwd or ROOT, timeout=timeout, env=env)
 
 
 @pytest.fixture(scope="session")
@@ -90,6 +101,22 @@ def method_space_cover(per_method: int = 2) -> list[tuple[str, str]]:
     cover += [next(p for p in pairs if p[1] == s) for s in sorted(missing)]
     default = ("dsnas", "shufflenet")  # the README's main command
     return cover if default in cover else [default, *cover]
+
+
+def method_space_quick(order: tuple[str, ...] = ("shufflenet", "nb201", "dsonas", "darts")) -> list[tuple[str, str]]:
+    """Every registered method once, on the first of its spaces in ``order`` (cheapest first at
+    tiny scale), plus every space no method met that way, with its first method."""
+    pairs = method_space_pairs()
+    rank = {s: order.index(s) if s in order else len(order) for _, s in pairs}
+    quick = [min((p for p in pairs if p[0] == m), key=lambda p: rank[p[1]]) for m in dict.fromkeys(m for m, _ in pairs)]
+    met = {s for _, s in quick}
+    return quick + [next(p for p in pairs if p[1] == s) for s in dict.fromkeys(s for _, s in pairs) if s not in met]
+
+
+def pair_params(pairs: list[tuple[str, str]], fast: list[tuple[str, str]]) -> list:
+    """(method, space) pairs as pytest parameters, each outside ``fast`` marked ``slow``: the
+    whole list runs in the test command, ``fast`` in the ``-m "not slow"`` inner loop."""
+    return [pytest.param(m, s, id=f"{m}-{s}", marks=() if (m, s) in fast else pytest.mark.slow) for m, s in pairs]
 
 
 def preset(space: str, scale: str) -> dict:

@@ -1,4 +1,4 @@
-"""The parts of resume, one at a time (issue 6): loaders that skip, streams and generators that
+"""The parts of resume, one at a time: loaders that skip, streams and generators that
 restart where they stopped, atomic writes, the meter across an interruption, refused files."""
 
 from __future__ import annotations

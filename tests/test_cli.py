@@ -104,6 +104,7 @@ def test_inspect_arch_refuses_bad_architectures(arch: str, message: str, tmp_pat
     assert message in one_line_error(proc)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("space", ["shufflenet", "nb201"])
 def test_bench_writes_its_table(space: str, tmp_path) -> None:
     out = tmp_path / "bench.csv"
@@ -135,6 +136,7 @@ def test_bench_writes_its_table(space: str, tmp_path) -> None:
     assert "loader:" in proc.stdout and "img/s against the fastest step" in proc.stdout
 
 
+@pytest.mark.slow
 def test_bench_times_an_image_folder_loader(tmp_path) -> None:
     """The loader row on JPEG files (ImageNet's format): decoding and random-resized crops."""
     from PIL import Image
@@ -192,6 +194,7 @@ def test_inspect_arch_gives_nas_bench_201_counts_for_cifar10(arch: str, params: 
     assert round((result["flops"] + 10) / 1e6, 5) == mflops
 
 
+@pytest.mark.slow
 def test_a_bench_with_a_bad_entry_still_writes_the_other_rows(tmp_path) -> None:
     out = tmp_path / "bench.csv"
     proc = run_entry(
@@ -212,6 +215,7 @@ def test_a_bench_with_a_bad_entry_still_writes_the_other_rows(tmp_path) -> None:
     assert "[2/5] round 0 dsnas:" in proc.stderr and "[3/5] round 0 nosuch: FAILED" in proc.stderr  # progress
 
 
+@pytest.mark.slow
 def test_the_bench_time_cap_turns_what_is_left_into_error_rows(tmp_path) -> None:
     out = tmp_path / "bench.csv"
     proc = run_entry(
@@ -225,6 +229,7 @@ def test_the_bench_time_cap_turns_what_is_left_into_error_rows(tmp_path) -> None
     assert rows[1]["error"] == "not run: the bench's time cap (max_minutes=0.05) ran out"
 
 
+@pytest.mark.slow
 def test_a_bench_killed_with_sigkill_leaves_no_process_behind(tmp_path) -> None:
     out = tmp_path / "bench.csv"
     args = ["space=nb201", "scale=tiny", "steps=100000", "configs=[spos]", "loader=false", f"out={out}"]

@@ -1,4 +1,4 @@
-"""experiments/compare.py end to end (issue 14): a straight-through Gumbel estimator with a
+"""experiments/compare.py end to end: a straight-through Gumbel estimator with a
 constant temperature, written outside the package, compared with a built-in one under one method,
 budget and seed at tiny scale; runs, bench rows and one report with a row per estimator."""
 
@@ -11,6 +11,8 @@ import pandas as pd
 import pytest
 
 from conftest import run_entry, write_estimator_plugin
+
+pytestmark = pytest.mark.slow  # whole runs, a bench and a pytest run of the contract tests
 
 ST_CONST = '''
 """Straight-through Gumbel with a constant temperature (GDAS's estimator without its schedule)."""

@@ -8,9 +8,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from conftest import SHARED, run_entry, write_cifar10
+from conftest import run_entry, write_cifar10
+from nasbench.nb201_truth import SHIPPED_TABLE
 
-NB201_CSV = SHARED / "data" / "nasbench201" / "nb201_accuracies.csv"
 TINY = ("scale=tiny", "progress=false")
 
 
@@ -81,7 +81,8 @@ def test_retrains_are_reused_only_under_the_same_recipe(spos_run: Path, experime
 
 
 def test_nb201_ground_truth_with_stratified_sampling(tmp_path: Path) -> None:
-    """A search on a CIFAR-10 fixture in the real format; the retrain side is NAS-Bench-201's table."""
+    """A search on a CIFAR-10 fixture in the real format; the retrain side is NAS-Bench-201's table,
+    the one shipped in the package (no ``ground_truth=``: ``auto``)."""
     write_cifar10(tmp_path / "cifar")
     folder = tmp_path / "nb201"
     ok(
@@ -93,10 +94,9 @@ def test_nb201_ground_truth_with_stratified_sampling(tmp_path: Path) -> None:
         *TINY,
         "n_archs=5",
         "sampling=stratified",
-        f"ground_truth={NB201_CSV}",
         f"hydra.run.dir={folder}",
     )
-    truth = pd.read_csv(NB201_CSV).set_index("arch_str")["cifar10_test_acc_200"] / 100
+    truth = pd.read_csv(SHIPPED_TABLE).set_index("arch_str")["cifar10_test_acc_200"] / 100
     rows = table(folder)
     sampled = rows[rows["sampled"]]
     assert (rows["retrain_source"] == "nb201").all() and len(sampled) == 5
@@ -169,8 +169,8 @@ def test_the_report_reads_real_records(spos_run: Path, experiment: Path, tmp_pat
 @pytest.mark.parametrize(
     "args,message",
     [
-        (("space=shufflenet", f"ground_truth={NB201_CSV}"), "needs space=nb201"),
-        (("space=nb201", f"ground_truth={NB201_CSV}"), "not fashion_mnist"),
+        (("space=shufflenet", f"ground_truth={SHIPPED_TABLE}"), "needs space=nb201"),
+        (("space=nb201", f"ground_truth={SHIPPED_TABLE}"), "not fashion_mnist"),
         (("space=shufflenet", "sampling=stratified"), "give ground_truth="),
         (("space=shufflenet", "sampling=best"), "unknown sampling 'best'"),
         (("space=shufflenet", "n_archs=2"), "at least 3 architectures"),

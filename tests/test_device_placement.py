@@ -1,4 +1,4 @@
-"""Where the deployed child lives (issue 13, point 1): the model evaluated for ``final_acc`` is
+"""Where the deployed child lives: the model evaluated for ``final_acc`` is
 read back from child.pt2 and shares no storage with the trained child or with the CPU copy that
 params and MACs are counted on, so moving it to a GPU cannot move them."""
 

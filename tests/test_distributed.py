@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from conftest import ROOT
+from entry_process import run_script
 from nasbench import distributed
 from nasbench.errors import UserError
 from test_reliability import _without_timings
@@ -49,6 +50,7 @@ def ddp_run(tmp_path_factory) -> tuple[Path, Path]:
     return run_dir, tmpdir
 
 
+@pytest.mark.slow
 def test_torchrun_dsnas_agrees_on_every_rank(ddp_run) -> None:
     """Alpha, every sampled path, the architecture and its search accuracy agree on both ranks;
     rank 0 alone writes the record, and rank 1's Hydra folder is gone."""
@@ -76,6 +78,7 @@ def test_torchrun_dsnas_agrees_on_every_rank(ddp_run) -> None:
     assert not list(tmpdir.glob("nasbench-rank*"))  # rank 1's temporary Hydra folder was removed
 
 
+@pytest.mark.slow
 def test_torchrun_counts_every_device_and_every_image(ddp_run) -> None:
     run_dir, _ = ddp_run
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -95,6 +98,7 @@ def test_torchrun_counts_every_device_and_every_image(ddp_run) -> None:
     assert epochs[0]["images"] == search["images"]  # the epoch's figures cover both ranks' images
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("estimator", ["dsnas", "softmax"])
 def test_two_ranks_take_the_step_of_one_process_on_the_whole_batch(tmp_path: Path, estimator: str) -> None:
     """Two ranks with half a batch each (DDP for the weights, the averaged alpha gradient) end
@@ -102,11 +106,8 @@ def test_two_ranks_take_the_step_of_one_process_on_the_whole_batch(tmp_path: Pat
     does not (the control shows the comparison can fail)."""
     worker = str(ROOT / "tests" / "dist_step_worker.py")
     outs = {k: tmp_path / f"{k}.pt" for k in ("one", "half", "two")}
-    for cmd in (
-        [sys.executable, worker, str(outs["one"]), estimator],
-        [sys.executable, worker, str(outs["half"]), estimator, "half"],
-    ):
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    for args in ((str(outs["one"]), estimator), (str(outs["half"]), estimator, "half")):
+        proc = run_script(Path(worker), *args, cwd=ROOT, timeout=300)
         assert proc.returncode == 0, proc.stderr[-2000:]
     proc = torchrun(worker, str(outs["two"]), estimator)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -119,6 +120,7 @@ def test_two_ranks_take_the_step_of_one_process_on_the_whole_batch(tmp_path: Pat
     assert (half["weights"] - one["weights"]).abs().max() > 1e-4
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("paths", [2, 4])
 def test_k_paths_on_two_ranks_take_the_step_of_one_process(tmp_path: Path, paths: int) -> None:
     """DSNAS with k independent paths per step: two ranks (each running its k/2 paths on its half
@@ -127,7 +129,7 @@ def test_k_paths_on_two_ranks_take_the_step_of_one_process(tmp_path: Path, paths
     worker = str(ROOT / "tests" / "dist_step_worker.py")
     outs = {k: tmp_path / f"{k}.pt" for k in ("one", "single", "two")}
     for out, flags in ((outs["one"], [f"paths={paths}"]), (outs["single"], [])):
-        proc = subprocess.run([sys.executable, worker, str(out), "dsnas", *flags], capture_output=True, text=True)
+        proc = run_script(Path(worker), str(out), "dsnas", *flags, cwd=ROOT)
         assert proc.returncode == 0, proc.stderr[-2000:]
     proc = torchrun(worker, str(outs["two"]), "dsnas", f"paths={paths}")
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -151,6 +153,7 @@ def test_shard_batches_split_each_global_batch(monkeypatch) -> None:
         distributed.shard_batches(order, 9, drop_last=True)
 
 
+@pytest.mark.slow
 def test_torchrun_refuses_a_sweep(tmp_path: Path) -> None:
     proc = torchrun("experiments/run.py", "-m", "scale=tiny", "device=cpu", "seed=0,1", f"hydra.sweep.dir={tmp_path}")
     assert proc.returncode != 0
@@ -158,6 +161,7 @@ def test_torchrun_refuses_a_sweep(tmp_path: Path) -> None:
     assert not any(tmp_path.iterdir())
 
 
+@pytest.mark.slow
 def test_torchrun_refuses_the_consistency_experiment(tmp_path: Path) -> None:
     proc = torchrun("experiments/consistency.py", "scale=tiny", f"hydra.run.dir={tmp_path / 'c'}")
     assert proc.returncode != 0
@@ -165,6 +169,7 @@ def test_torchrun_refuses_the_consistency_experiment(tmp_path: Path) -> None:
     assert not (tmp_path / "c").exists()
 
 
+@pytest.mark.slow
 def test_torchrun_stopped_by_sigterm_resumes_to_the_uninterrupted_run(ddp_run, tmp_path: Path) -> None:
     """SIGTERM to torchrun reaches both ranks; they agree to stop at the same step, rank 0 saves,
     and the same torchrun command resumes both ranks from rank 0's checkpoint."""
@@ -190,6 +195,7 @@ def test_torchrun_stopped_by_sigterm_resumes_to_the_uninterrupted_run(ddp_run, t
     assert summary == expected
 
 
+@pytest.mark.slow
 def test_torchrun_entrannas_with_unused_transit_ops(tmp_path: Path) -> None:
     """EnTranNAS under DistributedDataParallel: its transit cells leave ops unused every step (the
     top-2 sub-graph), which DDP must expect (``fixes_decisions``)."""

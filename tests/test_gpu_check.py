@@ -5,17 +5,16 @@ from __future__ import annotations
 
 import csv
 import subprocess
-import sys
 
 import pytest
 import torch
 
 from conftest import ROOT
+from entry_process import run_script
 
 
 def _check(tmp_path, *args: str) -> subprocess.CompletedProcess:
-    command = [sys.executable, str(ROOT / "experiments" / "gpu_check.py"), f"--out={tmp_path}", *args]
-    return subprocess.run(command, capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    return run_script(ROOT / "experiments" / "gpu_check.py", f"--out={tmp_path}", *args, timeout=600, cwd=tmp_path)
 
 
 def test_the_gpu_check_runs_its_checks_and_prints_one_table(tmp_path) -> None:

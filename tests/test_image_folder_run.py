@@ -1,5 +1,5 @@
 """``data=imagenet`` (any ImageFolder) through run.py end to end, with DataLoader workers, and a
-stop sent to the whole process group while those workers run (issue 13, points 3 and 4)."""
+stop sent to the whole process group while those workers run."""
 
 from __future__ import annotations
 

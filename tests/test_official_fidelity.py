@@ -1,4 +1,4 @@
-"""Each method as its official code runs it (issue 15): DSNAS's paths per step and its FLOPs
+"""Each method as its official code runs it (docs/fidelity.md): DSNAS's paths per step and its FLOPs
 penalty's scale, SPOS's evolution without re-scoring, which weights move when a candidate did
 not run."""
 

@@ -1,5 +1,5 @@
 """The published NAS-Bench-201 ranking protocols (analysis/protocols.py), on hand-made cases and
-on the shared NAS-Bench-201 table."""
+on the NAS-Bench-201 table shipped in the package."""
 
 from __future__ import annotations
 
@@ -8,9 +8,7 @@ import pandas as pd
 import pytest
 
 from analysis.protocols import best_rank_at_top, binned_sample, noise_ceiling, precision_at_top, unique_cells
-from conftest import SHARED
-
-TABLE = SHARED / "data" / "nasbench201" / "nb201_accuracies.csv"
+from nasbench.nb201_truth import SHIPPED_TABLE as TABLE
 
 
 @pytest.fixture(scope="module")
@@ -18,7 +16,7 @@ def table() -> pd.DataFrame:
     return pd.read_csv(TABLE)
 
 
-def test_the_isomorphism_classes_of_the_shared_table_are_6466(table: pd.DataFrame) -> None:
+def test_the_isomorphism_classes_of_the_shipped_table_are_6466(table: pd.DataFrame) -> None:
     unique = unique_cells(table)
     assert len(table) == 15625 and len(unique) == 6466
     assert unique["unique_str"].is_unique

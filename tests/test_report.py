@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -12,6 +11,7 @@ import pytest
 from scipy import stats
 
 from conftest import ROOT
+from entry_process import run_script
 
 HOUR = 3600.0
 
@@ -110,9 +110,7 @@ def sweep(tmp_path_factory) -> Path:
 
 
 def report(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(ROOT / "analysis" / "report.py"), *args], capture_output=True, text=True, timeout=300
-    )
+    return run_script(ROOT / "analysis" / "report.py", *args, cwd=ROOT, timeout=300)
 
 
 @pytest.fixture(scope="module")

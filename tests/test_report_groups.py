@@ -1,4 +1,4 @@
-"""The report never averages runs whose configurations differ (issue 14): one row per (method,
+"""The report never averages runs whose configurations differ: one row per (method,
 estimator, variant), a split note naming the differing keys, true repeats in one row; alpha's
 trajectory and a bench's step cost in the report. Synthetic run records, as tests/test_report.py."""
 
@@ -7,13 +7,13 @@ from __future__ import annotations
 import copy
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
 from conftest import ROOT
+from entry_process import run_script
 from test_report import phase, write_run
 
 CONFIG = {
@@ -51,12 +51,7 @@ def add_run(root: Path, name: str, estimator: str, seed: int, cfg: dict, final_a
 
 
 def make_report(root: Path) -> subprocess.CompletedProcess:
-    done = subprocess.run(
-        [sys.executable, str(ROOT / "analysis" / "report.py"), str(root), "--bootstrap", "0"],
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    done = run_script(ROOT / "analysis" / "report.py", str(root), "--bootstrap", "0", cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr
     return done
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from conftest import ROOT, method_space_pairs, run_entry, tiny_space
+from conftest import ROOT, method_space_pairs, method_space_quick, pair_params, run_entry, tiny_space
 from nasbench.data import load_data
 from nasbench.records import SUMMARY_KEYS, RunRecord
 
@@ -76,7 +76,8 @@ def check_summary(summary: dict, method: str, space: str, budget_overrides: tupl
     assert summary["budget"]["data"] == summary["data"]
 
 
-@pytest.mark.parametrize(("method", "space"), method_space_pairs(), ids=[f"{m}-{s}" for m, s in method_space_pairs()])
+# every pair in the test command; every method once and every space at least once in the inner loop
+@pytest.mark.parametrize(("method", "space"), pair_params(method_space_pairs(), method_space_quick()))
 def test_every_method_on_every_space_runs_a_tiny_search(method: str, space: str, tmp_path: Path) -> None:
     summary = _tiny_run(tmp_path / "run", f"method={method}", f"space={space}")
     check_summary(summary, method, space)

@@ -1,4 +1,4 @@
-"""Issue 14: bad run inputs are one line and leave no run folder; summary.json records provenance;
+"""Bad run inputs are one line and leave no run folder; summary.json records provenance;
 ``threads=`` is applied; alpha is written per epoch; ``tensorboard=true`` writes event files."""
 
 from __future__ import annotations

@@ -11,11 +11,10 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import ROOT, run_entry, tiny_space
+from conftest import run_entry, tiny_space
 from methods.table_baselines import mutate_one_edge, random_search, regularized_evolution, reinforce_policy
+from nasbench.nb201_truth import SHIPPED_TABLE as TABLE
 from nasbench.nb201_truth import load_ground_truth
-
-TABLE = ROOT.parent / "shared" / "data" / "nasbench201" / "nb201_accuracies.csv"
 
 
 def _ops_sum(arch) -> float:
@@ -51,7 +50,6 @@ def test_reinforce_policy_learns_the_rewarded_op() -> None:
     assert result["reward"] == max(seen)  # the best sampled cell, as the official final version
 
 
-@pytest.mark.skipif(not TABLE.is_file(), reason="needs ../shared/data/nasbench201")
 def test_the_12_epoch_reward_is_the_tables_column() -> None:
     truth = load_ground_truth(TABLE)
     frame = pd.read_csv(TABLE).set_index("arch_str")
@@ -59,10 +57,9 @@ def test_the_12_epoch_reward_is_the_tables_column() -> None:
     assert truth.accuracy(arch, "cifar10", "valid12") == pytest.approx(frame.loc[arch, "cifar10_valid_acc_12"] / 100)
 
 
-@pytest.mark.skipif(not TABLE.is_file(), reason="needs ../shared/data/nasbench201")
 def test_baselines_command_writes_runs_and_summary(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    args = (f"ground_truth={TABLE}", f"out={out}", "seeds=2", "queries=30")
+    args = (f"out={out}", "seeds=2", "queries=30")  # ground_truth=auto: the shipped table
     proc = run_entry("nb201_baselines.py", *args)
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = list(csv.DictReader((out / "runs.csv").open()))
@@ -78,5 +75,8 @@ def test_baselines_command_writes_runs_and_summary(tmp_path: Path) -> None:
     assert again.returncode != 0 and again.stderr.strip().splitlines() == [
         f"error: {out} already holds runs.csv; give another out= (nothing was overwritten)"
     ]
-    missing = run_entry("nb201_baselines.py", f"out={tmp_path / 'x'}")
-    assert missing.returncode != 0 and len(missing.stderr.strip().splitlines()) == 1
+    missing = run_entry("nb201_baselines.py", "ground_truth=null", f"out={tmp_path / 'x'}")
+    assert missing.returncode != 0 and missing.stderr.strip().splitlines() == [
+        "error: give ground_truth=auto (the shipped table), a NAS-Bench-201 CSV or an official .pth file"
+    ]
+    assert not (tmp_path / "x").exists()

@@ -1,7 +1,8 @@
 """EnTranNAS's engine and transit cells (Yang et al., "Towards Improving the Consistency,
 Efficiency, and Flexibility of Differentiable Neural Architecture Search", CVPR 2021, arXiv
-2101.11342). No official code exists; ../shared/docs/methods.md ("EnTranNAS") is the reading
-this follows, and what it marks as an assumption [A] stays one here.
+2101.11342). No official code exists; this follows a survey's account of the paper (Heuillet et
+al., "Efficient Automation of Neural Network Design: A Survey on Differentiable Neural
+Architecture Search", arXiv 2304.05405, Sec. 4.1), and what that reading assumes is marked [A].
 
 Engine cells are DARTS mixtures: every op of every edge runs, weighted by p = softmax(alpha)
 (``derivation: top2``) or by EnTranNAS-DST's normalised weights q (``derivation: dst``,
