@@ -16,6 +16,7 @@ import pytest
 import torch
 
 from conftest import ROOT, child_pids, process_running, write_image_folder
+from entry_process import run_script
 from test_resume import wait_for_checkpoint
 
 pytestmark = pytest.mark.slow
@@ -26,10 +27,11 @@ def jpegs(tmp_path_factory) -> Path:
     return write_image_folder(tmp_path_factory.mktemp("imagenet"), classes=3, per_class={"train": 96, "val": 20})
 
 
-def _command(root: Path, run_dir: Path, *extra: str) -> list[str]:
+RUN = ROOT / "experiments" / "run.py"
+
+
+def _args(root: Path, run_dir: Path, *extra: str) -> list[str]:
     return [
-        sys.executable,
-        str(ROOT / "experiments" / "run.py"),
         "method=dsnas",
         "space=nb201",
         "scale=tiny",
@@ -51,8 +53,7 @@ def _env() -> dict:
 
 @pytest.mark.parametrize("decode", ["cpu", "device"])
 def test_run_trains_a_classifier_of_the_folders_classes(jpegs, tmp_path, decode: str) -> None:
-    command = _command(jpegs, tmp_path / "run", f"data.decode={decode}")
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=600, env=_env())
+    proc = run_script(RUN, *_args(jpegs, tmp_path / "run", f"data.decode={decode}"), cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["status"] == "complete" and summary["data"] == "imagenet" and summary["num_classes"] == 3
@@ -68,9 +69,14 @@ def test_sigterm_to_the_process_group_with_workers_stops_cleanly_and_resumes(jpe
     """What SLURM preemption and ``timeout`` do: every process of the group, loader workers
     included, gets SIGTERM. The run must save and say so in one line, then resume to the end."""
     run_dir = tmp_path / "run"
-    command = _command(jpegs, run_dir, "budget.search_epochs=3")
+    args = _args(jpegs, run_dir, "budget.search_epochs=3")
     proc = subprocess.Popen(
-        command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env(), start_new_session=True
+        [sys.executable, str(RUN), *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=_env(),
+        start_new_session=True,
     )
     wait_for_checkpoint(proc, run_dir, "after phase 'search', epoch 1")
     assert proc.poll() is None, proc.stderr.read()[-2000:]
@@ -85,7 +91,7 @@ def test_sigterm_to_the_process_group_with_workers_stops_cleanly_and_resumes(jpe
     assert (run_dir / "checkpoint.pt").is_file()
     assert workers, "the loader had worker processes when the signal came"
     assert not any(process_running(pid) for pid in workers), "no worker outlives the run"
-    resumed = subprocess.run(command, capture_output=True, text=True, timeout=600, env=_env())
+    resumed = run_script(RUN, *args, cwd=ROOT)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     assert "resuming" in resumed.stdout + resumed.stderr
     summary = json.loads((run_dir / "summary.json").read_text())
@@ -96,12 +102,12 @@ def test_sigterm_to_the_process_group_with_workers_stops_cleanly_and_resumes(jpe
 
 def test_the_consistency_experiment_reads_an_image_folder(jpegs, tmp_path) -> None:
     out = tmp_path / "consistency"
-    command = [
-        sys.executable, str(ROOT / "experiments" / "consistency.py"), "method=spos", "space=nb201", "scale=tiny",
-        "device=cpu", "progress=false", "data=imagenet", f"data.root={jpegs}", "data.size=32", "data.decode=device",
-        "budget.workers=2", "budget.batch_size=16", "budget.retrain_epochs=1", "n_archs=3", f"hydra.run.dir={out}",
+    args = [
+        "method=spos", "space=nb201", "scale=tiny", "device=cpu", "progress=false", "data=imagenet",
+        f"data.root={jpegs}", "data.size=32", "data.decode=device", "budget.workers=2", "budget.batch_size=16",
+        "budget.retrain_epochs=1", "n_archs=3", f"hydra.run.dir={out}",
     ]  # fmt: skip
-    proc = subprocess.run(command, capture_output=True, text=True, timeout=600, env=_env())
+    proc = run_script(ROOT / "experiments" / "consistency.py", *args, cwd=ROOT)
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = (out / "consistency.csv").read_text().strip().splitlines()
     assert len(rows) >= 1 + 3  # a header and the three sampled architectures (and the method's pick)
