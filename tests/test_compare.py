@@ -114,6 +114,8 @@ def contract_tests(plugin: Path, module: str) -> object:
             sys.executable,
             "-m",
             "pytest",
+            "-n",
+            "0",  # in this process: a few tests, no pytest-xdist workers
             "-q",
             "-p",
             "no:cacheprovider",
